@@ -1,0 +1,515 @@
+/*
+ * bytestream.c - google.bytestream.ByteStream over the CAS: Read (with
+ * offsets, limits and zstd), resumable Write, QueryWriteStatus.
+ *
+ * A write streams into a store writer as messages arrive, hashed on the way
+ * in; the blob becomes visible only when finish_write arrives and the digest
+ * matches. An interrupted write stays in the upload table (keyed by its
+ * resource name) for upload_idle_s, so the client can ask QueryWriteStatus
+ * and continue from committed_size. Writes that already exist return at
+ * once. Memory per stream is bounded by the store writer's buffer.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <zstd.h>
+
+#include "cas/cas_int.h"
+#include "common/log.h"
+
+#define SVC "/google.bytestream.ByteStream/"
+
+struct cas_upload {
+	cas_upload_t *next;
+	char *name;
+	cas_resource_t res;
+	cas_writer_t *w;
+	cas_unzstd_t *u;  /* compressed uploads only */
+	int64_t committed; /* resource bytes received (compressed bytes if compressed) */
+	bool busy;         /* a stream is writing it */
+	time_t idle_since;
+};
+
+/* ---- the upload table ---- */
+
+static void upload_free(cas_upload_t *up)
+{
+	if (up == NULL)
+		return;
+	cas_writer_free(up->w);
+	cas_unzstd_free(up->u);
+	free(up->name);
+	free(up);
+}
+
+/* Start (or restart) an upload's data: a fresh writer and decompressor. */
+static int upload_reset(cas_service_t *svc, cas_upload_t *up, reap_errbuf_t *eb)
+{
+	cas_writer_free(up->w);
+	cas_unzstd_free(up->u);
+	up->w = NULL;
+	up->u = NULL;
+	up->committed = 0;
+	if (up->res.compressed && (up->u = cas_unzstd_new()) == NULL)
+		return REAP_E_NOMEM;
+	return cas_writer_new(svc->store, &up->res.digest, &up->w, eb);
+}
+
+/* Caller holds uploads_mu. Drops idle uploads older than the idle limit. */
+static void uploads_expire(cas_service_t *svc, time_t now)
+{
+	for (cas_upload_t **pp = &svc->uploads; *pp != NULL;) {
+		cas_upload_t *up = *pp;
+		if (!up->busy && now - up->idle_since >= svc->cfg.upload_idle_s) {
+			*pp = up->next;
+			svc->n_uploads--;
+			upload_free(up);
+		} else {
+			pp = &up->next;
+		}
+	}
+}
+
+/* Take (marking busy) or create the upload named name, positioned at offset. */
+static int upload_acquire(cas_service_t *svc, const char *name, const cas_resource_t *res,
+			  int64_t offset, cas_upload_t **out, reap_errbuf_t *eb)
+{
+	cas_upload_t *up;
+	int err = REAP_OK;
+
+	*out = NULL;
+	pthread_mutex_lock(&svc->uploads_mu);
+	for (up = svc->uploads; up != NULL; up = up->next)
+		if (strcmp(up->name, name) == 0)
+			break;
+	if (up != NULL) {
+		if (up->busy) {
+			err = reap_errf(eb, REAP_E_ABORTED,
+					"another stream is writing this upload");
+		} else if (offset == up->committed) {
+			up->busy = true;
+		} else if (offset == 0) {
+			up->busy = true;
+			err = upload_reset(svc, up, eb);
+		} else {
+			err = reap_errf(eb, REAP_E_INVALID,
+					"write_offset %lld does not match committed_size %lld",
+					(long long)offset, (long long)up->committed);
+		}
+		goto out;
+	}
+	if (offset != 0) {
+		err = reap_errf(eb, REAP_E_INVALID,
+				"write_offset %lld for an upload the server does not have (committed_size 0)",
+				(long long)offset);
+		goto out;
+	}
+	if (svc->n_uploads >= svc->cfg.max_uploads)
+		uploads_expire(svc, time(NULL));
+	if (svc->n_uploads >= svc->cfg.max_uploads) {
+		err = reap_errf(eb, REAP_E_EXHAUSTED, "too many uploads in progress (%zu)",
+				svc->n_uploads);
+		goto out;
+	}
+	up = calloc(1, sizeof(*up));
+	if (up == NULL || (up->name = strdup(name)) == NULL) {
+		free(up);
+		up = NULL;
+		err = REAP_E_NOMEM;
+		goto out;
+	}
+	up->res = *res;
+	up->busy = true;
+	err = upload_reset(svc, up, eb);
+	if (err != REAP_OK) {
+		upload_free(up);
+		up = NULL;
+		goto out;
+	}
+	up->next = svc->uploads;
+	svc->uploads = up;
+	svc->n_uploads++;
+out:
+	pthread_mutex_unlock(&svc->uploads_mu);
+	if (err == REAP_OK)
+		*out = up;
+	return err;
+}
+
+/* Release an upload: keep it for resumption, or remove it (done or failed). */
+static void upload_release(cas_service_t *svc, cas_upload_t *up, bool keep)
+{
+	pthread_mutex_lock(&svc->uploads_mu);
+	if (keep) {
+		up->busy = false;
+		up->idle_since = time(NULL);
+		up = NULL;
+	} else {
+		for (cas_upload_t **pp = &svc->uploads; *pp != NULL; pp = &(*pp)->next) {
+			if (*pp == up) {
+				*pp = up->next;
+				svc->n_uploads--;
+				break;
+			}
+		}
+	}
+	pthread_mutex_unlock(&svc->uploads_mu);
+	upload_free(up);
+}
+
+void cas_uploads_clear(cas_service_t *svc)
+{
+	pthread_mutex_lock(&svc->uploads_mu);
+	while (svc->uploads != NULL) {
+		cas_upload_t *up = svc->uploads;
+		svc->uploads = up->next;
+		upload_free(up);
+	}
+	svc->n_uploads = 0;
+	pthread_mutex_unlock(&svc->uploads_mu);
+}
+
+/* ---- Write ---- */
+
+typedef struct write_state {
+	cas_upload_t *up;
+	char *name;
+} write_state_t;
+
+static void write_reply(rpc_call_t *call, int64_t committed)
+{
+	Google__Bytestream__WriteResponse resp = GOOGLE__BYTESTREAM__WRITE_RESPONSE__INIT;
+	resp.committed_size = committed;
+	rpc_call_finish(call, &resp.base, REAP_OK, NULL);
+}
+
+/* First message: parse, admit, early return, or take the upload. */
+static int write_start(rpc_call_t *call, write_state_t *st,
+		       const Google__Bytestream__WriteRequest *req, bool *done,
+		       reap_errbuf_t *eb)
+{
+	cas_service_t *svc = rpc_call_ctx(call);
+	cas_resource_t res;
+	int err;
+
+	*done = false;
+	err = cas_resource_parse(req->resource_name, strlen(req->resource_name), true, &res, eb);
+	if (err == REAP_OK)
+		err = cas_admit(svc, call, res.instance, res.instance_len, AUTH_CAS_WRITE, NULL, eb);
+	if (err != REAP_OK)
+		return err;
+	if (req->write_offset < 0)
+		return reap_errf(eb, REAP_E_INVALID, "write_offset is negative");
+	if (cas_store_has(svc->store, &res.digest) == REAP_OK) {
+		/* Already stored: the spec's early return. */
+		write_reply(call, res.compressed ? -1 : res.digest.size);
+		*done = true;
+		return REAP_OK;
+	}
+	if ((st->name = strdup(req->resource_name)) == NULL)
+		return REAP_E_NOMEM;
+	return upload_acquire(svc, req->resource_name, &res, req->write_offset, &st->up, eb);
+}
+
+static void write_message(rpc_call_t *call, void *state, const ProtobufCMessage *m)
+{
+	const Google__Bytestream__WriteRequest *req = (const void *)m;
+	cas_service_t *svc = rpc_call_ctx(call);
+	write_state_t *st = state;
+	reap_errbuf_t eb = {{0}};
+	cas_upload_t *up;
+	bool done;
+	int err;
+
+	if (st->up == NULL) {
+		err = write_start(call, st, req, &done, &eb);
+		if (err != REAP_OK)
+			goto fail_keep;
+		if (done)
+			return;
+	} else if (req->resource_name[0] != '\0' && strcmp(req->resource_name, st->name) != 0) {
+		err = reap_errf(&eb, REAP_E_INVALID, "resource_name changed within one stream");
+		goto fail_keep;
+	} else if (req->write_offset != st->up->committed) {
+		err = reap_errf(&eb, REAP_E_INVALID, "write_offset %lld, expected %lld",
+				(long long)req->write_offset, (long long)st->up->committed);
+		goto fail_keep;
+	}
+	up = st->up;
+	if (up->u != NULL)
+		err = cas_unzstd_feed(up->u, req->data.data, req->data.len, up->w, &eb);
+	else
+		err = cas_writer_write(up->w, req->data.data, req->data.len, &eb);
+	if (err != REAP_OK)
+		goto fail_drop;
+	up->committed += (int64_t)req->data.len;
+	if (!req->finish_write) {
+		rpc_call_recv(call);
+		return;
+	}
+	if (up->u != NULL)
+		err = cas_unzstd_finish(up->u, &eb);
+	if (err == REAP_OK)
+		err = cas_writer_commit(up->w, &eb);
+	if (err != REAP_OK)
+		goto fail_drop;
+	int64_t committed = up->committed;
+	st->up = NULL;
+	upload_release(svc, up, false);
+	write_reply(call, committed);
+	return;
+fail_drop:
+	/* The data is wrong: nothing of it may survive. */
+	upload_release(svc, st->up, false);
+	st->up = NULL;
+fail_keep:
+	rpc_call_finish(call, NULL, err, reap_errmsg(&eb, err));
+}
+
+static void write_half_close(rpc_call_t *call, void *state)
+{
+	rpc_call_finish(call, NULL, REAP_E_INVALID,
+			"the stream ended before a message with finish_write; "
+			"QueryWriteStatus tells where to resume");
+}
+
+static void write_done(rpc_call_t *call, void *state, bool ok)
+{
+	write_state_t *st = state;
+	if (st->up != NULL)
+		upload_release(rpc_call_ctx(call), st->up, true);
+	free(st->name);
+}
+
+/* ---- QueryWriteStatus ---- */
+
+static void query_write_status(rpc_call_t *call, void *state, const ProtobufCMessage *m)
+{
+	const Google__Bytestream__QueryWriteStatusRequest *req = (const void *)m;
+	cas_service_t *svc = rpc_call_ctx(call);
+	Google__Bytestream__QueryWriteStatusResponse resp =
+		GOOGLE__BYTESTREAM__QUERY_WRITE_STATUS_RESPONSE__INIT;
+	reap_errbuf_t eb = {{0}};
+	cas_resource_t res;
+	int err;
+
+	err = cas_resource_parse(req->resource_name, strlen(req->resource_name), true, &res, &eb);
+	if (err == REAP_OK)
+		err = cas_admit(svc, call, res.instance, res.instance_len, AUTH_CAS_WRITE, NULL, &eb);
+	if (err != REAP_OK)
+		goto out;
+	if (cas_store_has(svc->store, &res.digest) == REAP_OK) {
+		resp.committed_size = res.compressed ? -1 : res.digest.size;
+		resp.complete = true;
+		goto out;
+	}
+	err = reap_errf(&eb, REAP_E_NOT_FOUND, "no upload in progress under this name");
+	pthread_mutex_lock(&svc->uploads_mu);
+	for (cas_upload_t *up = svc->uploads; up != NULL; up = up->next) {
+		if (strcmp(up->name, req->resource_name) == 0) {
+			resp.committed_size = up->committed;
+			err = REAP_OK;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&svc->uploads_mu);
+out:
+	rpc_call_finish(call, err == REAP_OK ? &resp.base : NULL, err, reap_errmsg(&eb, err));
+}
+
+/* ---- Read ---- */
+
+typedef struct read_state {
+	cas_reader_t *r;
+	uint8_t *buf;
+	size_t chunk;
+	int64_t off;   /* next blob offset to read */
+	int64_t end;   /* uncompressed: where to stop */
+	/* compressed reads */
+	ZSTD_CStream *zc;
+	uint8_t *zin_buf;
+	ZSTD_inBuffer zin;
+	int64_t skip;  /* compressed bytes still to skip (read_offset) */
+	int64_t left;  /* compressed bytes still allowed (read_limit), -1 = unlimited */
+	bool zdone;
+} read_state_t;
+
+/* Fill out with up to cap bytes of the zstd stream, after skipping st->skip. */
+static int zfill(read_state_t *st, uint8_t *out, size_t cap, size_t *n)
+{
+	int64_t size = cas_reader_size(st->r);
+	*n = 0;
+	while (*n < cap && !st->zdone) {
+		if (st->zin.pos == st->zin.size && st->off < size) {
+			size_t got = 0;
+			int err = cas_reader_read(st->r, st->off, st->zin_buf, st->chunk, &got);
+			if (err != REAP_OK)
+				return err;
+			if (got == 0)
+				return REAP_E_IO;
+			st->zin.src = st->zin_buf;
+			st->zin.size = got;
+			st->zin.pos = 0;
+			st->off += (int64_t)got;
+		}
+		bool last = st->off >= size && st->zin.pos == st->zin.size;
+		ZSTD_outBuffer o = {out + *n, cap - *n, 0};
+		size_t rem = ZSTD_compressStream2(st->zc, &o, &st->zin,
+						  last ? ZSTD_e_end : ZSTD_e_continue);
+		if (ZSTD_isError(rem))
+			return REAP_E_INTERNAL;
+		if (st->skip > 0) {
+			size_t drop = (int64_t)o.pos < st->skip ? o.pos : (size_t)st->skip;
+			memmove(out + *n, out + *n + drop, o.pos - drop);
+			o.pos -= drop;
+			st->skip -= (int64_t)drop;
+		}
+		*n += o.pos;
+		if (last && rem == 0)
+			st->zdone = true;
+	}
+	return REAP_OK;
+}
+
+/* Send the next chunk, or finish when there is nothing left. */
+static void read_next(rpc_call_t *call, read_state_t *st)
+{
+	Google__Bytestream__ReadResponse resp = GOOGLE__BYTESTREAM__READ_RESPONSE__INIT;
+	size_t n = 0;
+	bool last;
+	int err;
+
+	if (st->zc != NULL) {
+		size_t cap = st->chunk;
+		if (st->left >= 0 && (int64_t)cap > st->left)
+			cap = (size_t)st->left;
+		err = zfill(st, st->buf, cap, &n);
+		if (err != REAP_OK)
+			goto fail;
+		if (st->zdone && st->skip > 0) {
+			err = REAP_E_RANGE;
+			rpc_call_finish(call, NULL, err, "read_offset is past the end of the compressed blob");
+			return;
+		}
+		if (st->left >= 0)
+			st->left -= (int64_t)n;
+		last = st->left == 0 || (st->zdone && n < cap);
+	} else {
+		size_t want = st->end - st->off < (int64_t)st->chunk ? (size_t)(st->end - st->off)
+								     : st->chunk;
+		if (want > 0) {
+			err = cas_reader_read(st->r, st->off, st->buf, want, &n);
+			if (err != REAP_OK)
+				goto fail;
+			if (n == 0) {
+				err = REAP_E_IO;
+				goto fail;
+			}
+		}
+		st->off += (int64_t)n;
+		last = st->off >= st->end;
+	}
+	resp.data.data = st->buf;
+	resp.data.len = n;
+	if (!last)
+		rpc_call_send(call, &resp.base);
+	else
+		rpc_call_finish(call, n > 0 ? &resp.base : NULL, REAP_OK, NULL);
+	return;
+fail:
+	rpc_call_finish(call, NULL, err, "reading the blob failed");
+}
+
+static void read_request(rpc_call_t *call, void *state, const ProtobufCMessage *m)
+{
+	const Google__Bytestream__ReadRequest *req = (const void *)m;
+	cas_service_t *svc = rpc_call_ctx(call);
+	read_state_t *st = state;
+	reap_errbuf_t eb = {{0}};
+	cas_resource_t res;
+	int err;
+
+	err = cas_resource_parse(req->resource_name, strlen(req->resource_name), false, &res, &eb);
+	if (err == REAP_OK)
+		err = cas_admit(svc, call, res.instance, res.instance_len, AUTH_CAS_READ, NULL, &eb);
+	if (err != REAP_OK)
+		goto fail;
+	if (req->read_offset < 0) {
+		err = reap_errf(&eb, REAP_E_RANGE, "read_offset is negative");
+		goto fail;
+	}
+	if (req->read_limit < 0) {
+		err = reap_errf(&eb, REAP_E_INVALID, "read_limit is negative");
+		goto fail;
+	}
+	err = cas_reader_open(svc->store, &res.digest, &st->r);
+	if (err != REAP_OK) {
+		reap_errf(&eb, err, "blob %.16s.../%lld is not in the CAS", req->resource_name,
+			  (long long)res.digest.size);
+		goto fail;
+	}
+	st->chunk = svc->cfg.read_chunk_bytes;
+	if ((st->buf = malloc(st->chunk)) == NULL) {
+		err = REAP_E_NOMEM;
+		goto fail;
+	}
+	if (res.compressed) {
+		st->zc = ZSTD_createCStream();
+		st->zin_buf = malloc(st->chunk);
+		if (st->zc == NULL || st->zin_buf == NULL) {
+			err = REAP_E_NOMEM;
+			goto fail;
+		}
+		ZSTD_CCtx_setParameter(st->zc, ZSTD_c_compressionLevel, 1);
+		st->skip = req->read_offset;
+		st->left = req->read_limit > 0 ? req->read_limit : -1;
+	} else {
+		int64_t size = cas_reader_size(st->r);
+		if (req->read_offset > size) {
+			err = reap_errf(&eb, REAP_E_RANGE, "read_offset %lld is past the blob's size %lld",
+					(long long)req->read_offset, (long long)size);
+			goto fail;
+		}
+		st->off = req->read_offset;
+		st->end = size;
+		if (req->read_limit > 0 && req->read_limit < size - st->off)
+			st->end = st->off + req->read_limit;
+	}
+	read_next(call, st);
+	return;
+fail:
+	rpc_call_finish(call, NULL, err, reap_errmsg(&eb, err));
+}
+
+static void read_sent(rpc_call_t *call, void *state)
+{
+	read_next(call, state);
+}
+
+static void read_done(rpc_call_t *call, void *state, bool ok)
+{
+	read_state_t *st = state;
+	cas_reader_free(st->r);
+	ZSTD_freeCStream(st->zc);
+	free(st->zin_buf);
+	free(st->buf);
+}
+
+void cas_bytestream_methods(cas_service_t *svc)
+{
+	const rpc_method_t ms[] = {
+		{.path = SVC "Read", .kind = RPC_SERVER_STREAMING,
+		 .request = &google__bytestream__read_request__descriptor,
+		 .state_size = sizeof(read_state_t), .on_request = read_request,
+		 .on_sent = read_sent, .on_done = read_done},
+		{.path = SVC "Write", .kind = RPC_CLIENT_STREAMING,
+		 .request = &google__bytestream__write_request__descriptor,
+		 .state_size = sizeof(write_state_t), .on_message = write_message,
+		 .on_half_close = write_half_close, .on_done = write_done},
+		{.path = SVC "QueryWriteStatus", .kind = RPC_UNARY,
+		 .request = &google__bytestream__query_write_status_request__descriptor,
+		 .on_request = query_write_status},
+	};
+	for (size_t i = 0; i < sizeof(ms) / sizeof(ms[0]); i++)
+		cas_add_method(svc, &ms[i]);
+}

@@ -1,0 +1,70 @@
+/*
+ * cas.h - the cache services: ContentAddressableStorage, ByteStream,
+ * ActionCache and Capabilities, over the blob store in cas/store.h.
+ *
+ * cas_service_new() builds the services around a store and an auth policy;
+ * cas_service_methods() hands their method table to the rpc server. Every
+ * RPC goes through one admission step (instance-name check, caller
+ * identification, permission check) before it touches the store.
+ *
+ * Resource names (ByteStream) are parsed by cas_resource_parse(), exposed
+ * for tests and fuzzing.
+ */
+#ifndef REAP_CAS_CAS_H
+#define REAP_CAS_CAS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "auth/auth.h"
+#include "cas/store.h"
+#include "common/digest.h"
+#include "common/err.h"
+#include "common/instance.h"
+#include "rpc/rpc.h"
+
+typedef struct cas_service cas_service_t;
+
+typedef struct cas_service_config {
+	const reap_instances_t *instances; /* accepted instance names; NULL = any valid */
+	size_t max_recv_bytes;   /* the server's receive limit */
+	size_t max_send_bytes;   /* the server's send limit */
+	size_t max_uploads;      /* resumable ByteStream uploads kept at once; 0 = 1024 */
+	int upload_idle_s;       /* an interrupted upload is kept this long; 0 = 600 */
+	size_t read_chunk_bytes; /* ByteStream Read message size; 0 = 256 KiB */
+} cas_service_config_t;
+
+/** New services over store and policy (both borrowed). NULL on allocation failure. */
+cas_service_t *cas_service_new(cas_store_t *store, const auth_policy_t *auth,
+			       const cas_service_config_t *cfg);
+void cas_service_free(cas_service_t *svc);
+
+/** The rpc method table (owned by svc). */
+const rpc_method_t *cas_service_methods(cas_service_t *svc, size_t *n);
+
+/** The batch limit advertised in Capabilities (safely below the receive limit). */
+size_t cas_service_max_batch(const cas_service_t *svc);
+
+/* ---- ByteStream resource names ---- */
+
+typedef struct cas_resource {
+	const char *instance; /* points into the parsed name; not NUL-terminated */
+	size_t instance_len;
+	bool write;           /* an uploads/{uuid}/... name */
+	bool compressed;      /* compressed-blobs/zstd/... */
+	reap_digest_t digest;
+} cas_resource_t;
+
+/**
+ * Parse a ByteStream resource name (len bytes). With write false it must be
+ * a read name: [{instance}/]blobs/[sha256/]{hash}/{size} or
+ * [{instance}/]compressed-blobs/zstd/[sha256/]{hash}/{size}; with write true
+ * an upload name: [{instance}/]uploads/{uuid}/blobs/...{size}[/{metadata}].
+ * REAP_E_INVALID with the reason otherwise (REAP_E_UNIMPLEMENTED for a
+ * compressor or digest function reap does not support).
+ */
+int cas_resource_parse(const char *name, size_t len, bool write, cas_resource_t *out,
+		       reap_errbuf_t *eb);
+
+#endif

@@ -1,0 +1,212 @@
+/*
+ * cas_service.c - ContentAddressableStorage: FindMissingBlobs,
+ * BatchUpdateBlobs and BatchReadBlobs (GetTree lives in gettree.c).
+ *
+ * Batches are refused whole when they exceed the advertised limit or carry
+ * a malformed digest in a lookup; otherwise each blob gets its own status.
+ * Every uploaded blob is verified against its digest by the store.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cas/cas_int.h"
+#include "common/log.h"
+
+#define SVC "/build.bazel.remote.execution.v2.ContentAddressableStorage/"
+
+static void find_missing(rpc_call_t *call, void *state, const ProtobufCMessage *m)
+{
+	const RE(FindMissingBlobsRequest) *req = (const void *)m;
+	cas_service_t *svc = rpc_call_ctx(call);
+	RE(FindMissingBlobsResponse) resp = RE_INIT(FIND_MISSING_BLOBS_RESPONSE);
+	reap_errbuf_t eb = {{0}};
+	reap_digest_t *ds = NULL;
+	bool *present = NULL;
+	int err;
+
+	err = cas_admit(svc, call, req->instance_name, strlen(req->instance_name), AUTH_CAS_READ,
+			NULL, &eb);
+	if (err == REAP_OK)
+		err = cas_check_digest_function(req->digest_function, &eb);
+	if (err != REAP_OK)
+		goto out;
+	if (req->n_blob_digests == 0)
+		goto out;
+	ds = malloc(req->n_blob_digests * sizeof(*ds));
+	present = malloc(req->n_blob_digests * sizeof(*present));
+	resp.missing_blob_digests = malloc(req->n_blob_digests * sizeof(*resp.missing_blob_digests));
+	if (ds == NULL || present == NULL || resp.missing_blob_digests == NULL) {
+		err = REAP_E_NOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < req->n_blob_digests; i++) {
+		err = cas_digest_from_pb(req->blob_digests[i], &ds[i], &eb);
+		if (err != REAP_OK)
+			goto out;
+	}
+	err = cas_store_find(svc->store, ds, req->n_blob_digests, present);
+	if (err != REAP_OK)
+		goto out;
+	for (size_t i = 0; i < req->n_blob_digests; i++)
+		if (!present[i])
+			resp.missing_blob_digests[resp.n_missing_blob_digests++] =
+				req->blob_digests[i];
+out:
+	if (err == REAP_OK)
+		rpc_call_finish(call, &resp.base, REAP_OK, NULL);
+	else
+		rpc_call_finish(call, NULL, err, reap_errmsg(&eb, err));
+	free(resp.missing_blob_digests);
+	free(present);
+	free(ds);
+}
+
+static void batch_update(rpc_call_t *call, void *state, const ProtobufCMessage *m)
+{
+	const RE(BatchUpdateBlobsRequest) *req = (const void *)m;
+	cas_service_t *svc = rpc_call_ctx(call);
+	RE(BatchUpdateBlobsResponse) resp = RE_INIT(BATCH_UPDATE_BLOBS_RESPONSE);
+	RE(BatchUpdateBlobsResponse__Response) *items = NULL;
+	Google__Rpc__Status *sts = NULL;
+	reap_errbuf_t *ebs = NULL;
+	reap_errbuf_t eb = {{0}};
+	size_t n = req->n_requests, total = 0;
+	int err;
+
+	err = cas_admit(svc, call, req->instance_name, strlen(req->instance_name),
+			AUTH_CAS_WRITE, NULL, &eb);
+	if (err == REAP_OK)
+		err = cas_check_digest_function(req->digest_function, &eb);
+	if (err != REAP_OK)
+		goto out;
+	for (size_t i = 0; i < n; i++)
+		total += req->requests[i]->data.len;
+	if (total > svc->max_batch) {
+		err = reap_errf(&eb, REAP_E_INVALID,
+				"batch of %zu bytes exceeds max_batch_total_size_bytes %zu; use ByteStream",
+				total, svc->max_batch);
+		goto out;
+	}
+	items = calloc(n ? n : 1, sizeof(*items));
+	sts = calloc(n ? n : 1, sizeof(*sts));
+	ebs = calloc(n ? n : 1, sizeof(*ebs));
+	resp.responses = calloc(n ? n : 1, sizeof(*resp.responses));
+	if (items == NULL || sts == NULL || ebs == NULL || resp.responses == NULL) {
+		err = REAP_E_NOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		const RE(BatchUpdateBlobsRequest__Request) *r = req->requests[i];
+		RE(BatchUpdateBlobsResponse__Response) init = RE_INIT(BATCH_UPDATE_BLOBS_RESPONSE__RESPONSE);
+		reap_digest_t d;
+		int e = cas_digest_from_pb(r->digest, &d, &ebs[i]);
+		if (e == REAP_OK) {
+			if (r->compressor == BUILD__BAZEL__REMOTE__EXECUTION__V2__COMPRESSOR__VALUE__IDENTITY)
+				e = cas_store_put(svc->store, &d, r->data.data, r->data.len, &ebs[i]);
+			else if (r->compressor == BUILD__BAZEL__REMOTE__EXECUTION__V2__COMPRESSOR__VALUE__ZSTD)
+				e = cas_put_zstd(svc->store, &d, r->data.data, r->data.len, &ebs[i]);
+			else
+				e = reap_errf(&ebs[i], REAP_E_INVALID, "compressor %d is not supported",
+					      (int)r->compressor);
+		}
+		items[i] = init;
+		items[i].digest = r->digest;
+		cas_status_set(&sts[i], e, e == REAP_OK ? NULL : reap_errmsg(&ebs[i], e));
+		items[i].status = &sts[i];
+		resp.responses[i] = &items[i];
+	}
+	resp.n_responses = n;
+out:
+	if (err == REAP_OK)
+		rpc_call_finish(call, &resp.base, REAP_OK, NULL);
+	else
+		rpc_call_finish(call, NULL, err, reap_errmsg(&eb, err));
+	free(resp.responses);
+	free(ebs);
+	free(sts);
+	free(items);
+}
+
+static void batch_read(rpc_call_t *call, void *state, const ProtobufCMessage *m)
+{
+	const RE(BatchReadBlobsRequest) *req = (const void *)m;
+	cas_service_t *svc = rpc_call_ctx(call);
+	RE(BatchReadBlobsResponse) resp = RE_INIT(BATCH_READ_BLOBS_RESPONSE);
+	RE(BatchReadBlobsResponse__Response) *items = NULL;
+	Google__Rpc__Status *sts = NULL;
+	reap_errbuf_t eb = {{0}};
+	size_t n = req->n_digests;
+	uint64_t total = 0;
+	int err;
+
+	err = cas_admit(svc, call, req->instance_name, strlen(req->instance_name), AUTH_CAS_READ,
+			NULL, &eb);
+	if (err == REAP_OK)
+		err = cas_check_digest_function(req->digest_function, &eb);
+	if (err != REAP_OK)
+		goto out;
+	items = calloc(n ? n : 1, sizeof(*items));
+	sts = calloc(n ? n : 1, sizeof(*sts));
+	resp.responses = calloc(n ? n : 1, sizeof(*resp.responses));
+	if (items == NULL || sts == NULL || resp.responses == NULL) {
+		err = REAP_E_NOMEM;
+		goto out;
+	}
+	/* Validate everything and bound the response before reading anything. */
+	for (size_t i = 0; i < n; i++) {
+		reap_digest_t d;
+		err = cas_digest_from_pb(req->digests[i], &d, &eb);
+		if (err != REAP_OK)
+			goto out;
+		total += (uint64_t)d.size;
+	}
+	if (total > svc->max_batch) {
+		err = reap_errf(&eb, REAP_E_INVALID,
+				"batch of %llu bytes exceeds max_batch_total_size_bytes %zu; use ByteStream",
+				(unsigned long long)total, svc->max_batch);
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		RE(BatchReadBlobsResponse__Response) init = RE_INIT(BATCH_READ_BLOBS_RESPONSE__RESPONSE);
+		reap_digest_t d;
+		void *data = NULL;
+		size_t len = 0;
+		(void)cas_digest_from_pb(req->digests[i], &d, NULL);
+		int e = cas_store_get(svc->store, &d, (size_t)d.size, &data, &len);
+		items[i] = init;
+		items[i].digest = req->digests[i];
+		items[i].data.data = data;
+		items[i].data.len = len;
+		cas_status_set(&sts[i], e, NULL);
+		items[i].status = &sts[i];
+		resp.responses[i] = &items[i];
+		resp.n_responses = i + 1;
+	}
+out:
+	if (err == REAP_OK)
+		rpc_call_finish(call, &resp.base, REAP_OK, NULL);
+	else
+		rpc_call_finish(call, NULL, err, reap_errmsg(&eb, err));
+	for (size_t i = 0; i < resp.n_responses; i++)
+		free(items[i].data.data);
+	free(resp.responses);
+	free(sts);
+	free(items);
+}
+
+void cas_cas_methods(cas_service_t *svc)
+{
+	const rpc_method_t ms[] = {
+		{.path = SVC "FindMissingBlobs", .kind = RPC_UNARY,
+		 .request = &build__bazel__remote__execution__v2__find_missing_blobs_request__descriptor,
+		 .on_request = find_missing},
+		{.path = SVC "BatchUpdateBlobs", .kind = RPC_UNARY,
+		 .request = &build__bazel__remote__execution__v2__batch_update_blobs_request__descriptor,
+		 .on_request = batch_update},
+		{.path = SVC "BatchReadBlobs", .kind = RPC_UNARY,
+		 .request = &build__bazel__remote__execution__v2__batch_read_blobs_request__descriptor,
+		 .on_request = batch_read},
+	};
+	for (size_t i = 0; i < sizeof(ms) / sizeof(ms[0]); i++)
+		cas_add_method(svc, &ms[i]);
+}

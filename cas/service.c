@@ -1,0 +1,147 @@
+/*
+ * service.c - the cas service object: its method table and the one
+ * admission step every RPC passes before touching the store.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cas/cas_int.h"
+#include "common/log.h"
+
+#define DEFAULT_MAX_MSG ((size_t)8 << 20)
+
+cas_service_t *cas_service_new(cas_store_t *store, const auth_policy_t *auth,
+			       const cas_service_config_t *cfg)
+{
+	cas_service_t *svc = calloc(1, sizeof(*svc));
+	if (svc == NULL)
+		return NULL;
+	svc->store = store;
+	svc->auth = auth;
+	if (cfg != NULL)
+		svc->cfg = *cfg;
+	if (svc->cfg.max_recv_bytes == 0)
+		svc->cfg.max_recv_bytes = DEFAULT_MAX_MSG;
+	if (svc->cfg.max_send_bytes == 0)
+		svc->cfg.max_send_bytes = DEFAULT_MAX_MSG;
+	if (svc->cfg.max_uploads == 0)
+		svc->cfg.max_uploads = 1024;
+	if (svc->cfg.upload_idle_s <= 0)
+		svc->cfg.upload_idle_s = 600;
+	if (svc->cfg.read_chunk_bytes == 0)
+		svc->cfg.read_chunk_bytes = 256 << 10;
+	size_t lim = svc->cfg.max_recv_bytes < svc->cfg.max_send_bytes ? svc->cfg.max_recv_bytes
+									 : svc->cfg.max_send_bytes;
+	if (svc->cfg.read_chunk_bytes > lim / 2)
+		svc->cfg.read_chunk_bytes = lim / 2;
+	/*
+	 * A batch's blobs plus their digests, statuses and framing must fit in
+	 * one message: advertise half the smaller limit, which leaves room for
+	 * thousands of per-blob entries of overhead.
+	 */
+	svc->max_batch = lim / 2;
+	svc->inline_budget = lim / 4;
+	pthread_mutex_init(&svc->uploads_mu, NULL);
+	cas_capabilities_methods(svc);
+	cas_cas_methods(svc);
+	cas_gettree_methods(svc);
+	cas_bytestream_methods(svc);
+	cas_ac_methods(svc);
+	return svc;
+}
+
+void cas_service_free(cas_service_t *svc)
+{
+	if (svc == NULL)
+		return;
+	cas_uploads_clear(svc);
+	pthread_mutex_destroy(&svc->uploads_mu);
+	free(svc);
+}
+
+const rpc_method_t *cas_service_methods(cas_service_t *svc, size_t *n)
+{
+	*n = svc->n_methods;
+	return svc->methods;
+}
+
+size_t cas_service_max_batch(const cas_service_t *svc)
+{
+	return svc->max_batch;
+}
+
+void cas_add_method(cas_service_t *svc, const rpc_method_t *m)
+{
+	if (svc->n_methods < sizeof(svc->methods) / sizeof(svc->methods[0])) {
+		svc->methods[svc->n_methods] = *m;
+		svc->methods[svc->n_methods].ctx = svc;
+		svc->n_methods++;
+	}
+}
+
+int cas_admit(cas_service_t *svc, rpc_call_t *call, const char *instance, size_t len,
+	      auth_perm_t perm, auth_identity_t *id, reap_errbuf_t *eb)
+{
+	auth_identity_t local;
+	const char *authz;
+	size_t authz_len = 0;
+	char name[REAP_INSTANCE_MAX + 1];
+	int err;
+
+	if (id == NULL)
+		id = &local;
+	if (instance == NULL)
+		instance = "", len = 0;
+	err = reap_instances_check(svc->cfg.instances, instance, len, eb);
+	if (err != REAP_OK)
+		return err;
+	authz = rpc_call_metadata(call, "authorization", &authz_len);
+	err = auth_identify(svc->auth, rpc_call_peer(call), authz, authz_len, id, eb);
+	if (err != REAP_OK)
+		goto refused;
+	memcpy(name, instance, len);
+	name[len] = '\0';
+	err = auth_check(svc->auth, id, name, perm, eb);
+	if (err != REAP_OK)
+		goto refused;
+	return REAP_OK;
+refused:
+	REAP_INFO("refused", "peer=%s err=\"%s\"", rpc_call_peer(call), reap_errmsg(eb, err));
+	return err;
+}
+
+int cas_digest_from_pb(const RE(Digest) *pb, reap_digest_t *out, reap_errbuf_t *eb)
+{
+	memset(out, 0, sizeof(*out));
+	if (pb == NULL)
+		return reap_errf(eb, REAP_E_INVALID, "digest is missing");
+	return reap_digest_parse(pb->hash, pb->hash ? strlen(pb->hash) : 0, pb->size_bytes, out,
+				 eb);
+}
+
+void cas_digest_to_pb(const reap_digest_t *d, RE(Digest) *pb, char hex[65])
+{
+	RE(Digest) init = RE_INIT(DIGEST);
+	*pb = init;
+	reap_digest_hex(d, hex);
+	pb->hash = hex;
+	pb->size_bytes = d->size;
+}
+
+int cas_check_digest_function(int fn, reap_errbuf_t *eb)
+{
+	if (fn == BUILD__BAZEL__REMOTE__EXECUTION__V2__DIGEST_FUNCTION__VALUE__UNKNOWN ||
+	    fn == BUILD__BAZEL__REMOTE__EXECUTION__V2__DIGEST_FUNCTION__VALUE__SHA256)
+		return REAP_OK;
+	return reap_errf(eb, REAP_E_INVALID,
+			 "digest function %d is not supported; this server uses SHA256", fn);
+}
+
+void cas_status_set(Google__Rpc__Status *st, int err, const char *msg)
+{
+	Google__Rpc__Status init = GOOGLE__RPC__STATUS__INIT;
+	*st = init;
+	st->code = rpc_code_from_err(err);
+	if (err != REAP_OK)
+		st->message = (char *)(msg != NULL ? msg : reap_strerror(err));
+}
