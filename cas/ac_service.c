@@ -19,7 +19,7 @@
 #include "common/log.h"
 
 #define SVC "/build.bazel.remote.execution.v2.ActionCache/"
-#define MAX_TREE_BYTES ((size_t)64 << 20)
+#define MAX_TREE_BYTES ((size_t)16 << 20) /* larger Trees: only their own digest is checked */
 
 /* A growable list of digests to check. */
 typedef struct dlist {

@@ -236,6 +236,12 @@ static void write_message(rpc_call_t *call, void *state, const ProtobufCMessage 
 		goto fail_keep;
 	}
 	up = st->up;
+	if (up->u != NULL && up->committed + (int64_t)req->data.len >
+				     (int64_t)ZSTD_compressBound((size_t)up->res.digest.size) + 4096) {
+		/* More compressed bytes than any zstd encoding of this blob needs. */
+		err = reap_errf(&eb, REAP_E_INVALID, "compressed upload is longer than the blob allows");
+		goto fail_drop;
+	}
 	if (up->u != NULL)
 		err = cas_unzstd_feed(up->u, req->data.data, req->data.len, up->w, &eb);
 	else
@@ -444,8 +450,9 @@ static void read_request(rpc_call_t *call, void *state, const ProtobufCMessage *
 	}
 	err = cas_reader_open(svc->store, &res.digest, &st->r);
 	if (err != REAP_OK) {
-		reap_errf(&eb, err, "blob %.16s.../%lld is not in the CAS", req->resource_name,
-			  (long long)res.digest.size);
+		char hex[REAP_HASH_HEX_LEN + 1];
+		reap_digest_hex(&res.digest, hex);
+		reap_errf(&eb, err, "blob %s/%lld is not in the CAS", hex, (long long)res.digest.size);
 		goto fail;
 	}
 	st->chunk = svc->cfg.read_chunk_bytes;
