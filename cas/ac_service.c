@@ -124,10 +124,8 @@ static void get_action_result(rpc_call_t *call, void *state, const ProtobufCMess
 	size_t len = 0;
 	int err;
 
-	err = cas_admit(svc, call, req->instance_name, strlen(req->instance_name), AUTH_AC_READ,
-			NULL, &eb);
-	if (err == REAP_OK)
-		err = cas_check_digest_function(req->digest_function, &eb);
+	err = cas_admit(svc, call, req->instance_name, strlen(req->instance_name),
+			req->digest_function, AUTH_AC_READ, NULL, &eb);
 	if (err == REAP_OK)
 		err = cas_digest_from_pb(req->action_digest, &action, &eb);
 	if (err != REAP_OK)
@@ -173,10 +171,7 @@ static void get_action_result(rpc_call_t *call, void *state, const ProtobufCMess
 				inline_blob(svc, ar->output_files[i]->digest,
 					    &ar->output_files[i]->contents, &budget);
 out:
-	if (err == REAP_OK)
-		rpc_call_finish(call, &ar->base, REAP_OK, NULL);
-	else
-		rpc_call_finish(call, NULL, err, reap_errmsg(&eb, err));
+	cas_finish(call, &ar->base, err, &eb);
 	if (ar != NULL)
 		RE_FN(action_result__free_unpacked)(ar, NULL); /* frees inlined data too */
 	free(present);
@@ -224,10 +219,8 @@ static void update_action_result(rpc_call_t *call, void *state, const ProtobufCM
 	uint8_t *packed = NULL;
 	int err;
 
-	err = cas_admit(svc, call, req->instance_name, strlen(req->instance_name), AUTH_AC_WRITE,
-			NULL, &eb);
-	if (err == REAP_OK)
-		err = cas_check_digest_function(req->digest_function, &eb);
+	err = cas_admit(svc, call, req->instance_name, strlen(req->instance_name),
+			req->digest_function, AUTH_AC_WRITE, NULL, &eb);
 	if (err == REAP_OK)
 		err = cas_digest_from_pb(req->action_digest, &action, &eb);
 	if (err != REAP_OK)
@@ -322,10 +315,7 @@ static void update_action_result(rpc_call_t *call, void *state, const ProtobufCM
 			  hex, (long long)action.size, rpc_call_peer(call));
 	}
 out:
-	if (err == REAP_OK)
-		rpc_call_finish(call, &ar->base, REAP_OK, NULL);
-	else
-		rpc_call_finish(call, NULL, err, reap_errmsg(&eb, err));
+	cas_finish(call, &ar->base, err, &eb);
 done:
 	if (ar != NULL) {
 		/* The request is the framework's: undo the slots before it is freed. */

@@ -195,7 +195,7 @@ static int write_start(rpc_call_t *call, write_state_t *st,
 	*done = false;
 	err = cas_resource_parse(req->resource_name, strlen(req->resource_name), true, &res, eb);
 	if (err == REAP_OK)
-		err = cas_admit(svc, call, res.instance, res.instance_len, AUTH_CAS_WRITE, NULL, eb);
+		err = cas_admit(svc, call, res.instance, res.instance_len, 0, AUTH_CAS_WRITE, NULL, eb);
 	if (err != REAP_OK)
 		return err;
 	if (req->write_offset < 0)
@@ -269,7 +269,7 @@ fail_drop:
 	upload_release(svc, st->up, false);
 	st->up = NULL;
 fail_keep:
-	rpc_call_finish(call, NULL, err, reap_errmsg(&eb, err));
+	cas_finish(call, NULL, err, &eb);
 }
 
 static void write_half_close(rpc_call_t *call, void *state)
@@ -301,7 +301,7 @@ static void query_write_status(rpc_call_t *call, void *state, const ProtobufCMes
 
 	err = cas_resource_parse(req->resource_name, strlen(req->resource_name), true, &res, &eb);
 	if (err == REAP_OK)
-		err = cas_admit(svc, call, res.instance, res.instance_len, AUTH_CAS_WRITE, NULL, &eb);
+		err = cas_admit(svc, call, res.instance, res.instance_len, 0, AUTH_CAS_WRITE, NULL, &eb);
 	if (err != REAP_OK)
 		goto out;
 	if (cas_store_has(svc->store, &res.digest) == REAP_OK) {
@@ -320,7 +320,7 @@ static void query_write_status(rpc_call_t *call, void *state, const ProtobufCMes
 	}
 	pthread_mutex_unlock(&svc->uploads_mu);
 out:
-	rpc_call_finish(call, err == REAP_OK ? &resp.base : NULL, err, reap_errmsg(&eb, err));
+	cas_finish(call, &resp.base, err, &eb);
 }
 
 /* ---- Read ---- */
@@ -437,7 +437,7 @@ static void read_request(rpc_call_t *call, void *state, const ProtobufCMessage *
 
 	err = cas_resource_parse(req->resource_name, strlen(req->resource_name), false, &res, &eb);
 	if (err == REAP_OK)
-		err = cas_admit(svc, call, res.instance, res.instance_len, AUTH_CAS_READ, NULL, &eb);
+		err = cas_admit(svc, call, res.instance, res.instance_len, 0, AUTH_CAS_READ, NULL, &eb);
 	if (err != REAP_OK)
 		goto fail;
 	if (req->read_offset < 0) {
@@ -485,7 +485,7 @@ static void read_request(rpc_call_t *call, void *state, const ProtobufCMessage *
 	read_next(call, st);
 	return;
 fail:
-	rpc_call_finish(call, NULL, err, reap_errmsg(&eb, err));
+	cas_finish(call, NULL, err, &eb);
 }
 
 static void read_sent(rpc_call_t *call, void *state)

@@ -29,9 +29,9 @@ static void get_capabilities(rpc_call_t *call, void *state, const ProtobufCMessa
 	size_t len = strlen(req->instance_name);
 	int err;
 
-	err = cas_admit(svc, call, req->instance_name, len, AUTH_CAS_READ, &id, &eb);
+	err = cas_admit(svc, call, req->instance_name, len, 0, AUTH_CAS_READ, &id, &eb);
 	if (err != REAP_OK) {
-		rpc_call_finish(call, NULL, err, reap_errmsg(&eb, err));
+		cas_finish(call, NULL, err, &eb);
 		return;
 	}
 	memcpy(name, req->instance_name, len + 1);

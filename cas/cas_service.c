@@ -24,10 +24,8 @@ static void find_missing(rpc_call_t *call, void *state, const ProtobufCMessage *
 	bool *present = NULL;
 	int err;
 
-	err = cas_admit(svc, call, req->instance_name, strlen(req->instance_name), AUTH_CAS_READ,
-			NULL, &eb);
-	if (err == REAP_OK)
-		err = cas_check_digest_function(req->digest_function, &eb);
+	err = cas_admit(svc, call, req->instance_name, strlen(req->instance_name),
+			req->digest_function, AUTH_CAS_READ, NULL, &eb);
 	if (err != REAP_OK)
 		goto out;
 	if (req->n_blob_digests == 0)
@@ -52,10 +50,7 @@ static void find_missing(rpc_call_t *call, void *state, const ProtobufCMessage *
 			resp.missing_blob_digests[resp.n_missing_blob_digests++] =
 				req->blob_digests[i];
 out:
-	if (err == REAP_OK)
-		rpc_call_finish(call, &resp.base, REAP_OK, NULL);
-	else
-		rpc_call_finish(call, NULL, err, reap_errmsg(&eb, err));
+	cas_finish(call, &resp.base, err, &eb);
 	free(resp.missing_blob_digests);
 	free(present);
 	free(ds);
@@ -74,9 +69,7 @@ static void batch_update(rpc_call_t *call, void *state, const ProtobufCMessage *
 	int err;
 
 	err = cas_admit(svc, call, req->instance_name, strlen(req->instance_name),
-			AUTH_CAS_WRITE, NULL, &eb);
-	if (err == REAP_OK)
-		err = cas_check_digest_function(req->digest_function, &eb);
+			req->digest_function, AUTH_CAS_WRITE, NULL, &eb);
 	if (err != REAP_OK)
 		goto out;
 	for (size_t i = 0; i < n; i++)
@@ -117,10 +110,7 @@ static void batch_update(rpc_call_t *call, void *state, const ProtobufCMessage *
 	}
 	resp.n_responses = n;
 out:
-	if (err == REAP_OK)
-		rpc_call_finish(call, &resp.base, REAP_OK, NULL);
-	else
-		rpc_call_finish(call, NULL, err, reap_errmsg(&eb, err));
+	cas_finish(call, &resp.base, err, &eb);
 	free(resp.responses);
 	free(ebs);
 	free(sts);
@@ -139,10 +129,8 @@ static void batch_read(rpc_call_t *call, void *state, const ProtobufCMessage *m)
 	uint64_t total = 0;
 	int err;
 
-	err = cas_admit(svc, call, req->instance_name, strlen(req->instance_name), AUTH_CAS_READ,
-			NULL, &eb);
-	if (err == REAP_OK)
-		err = cas_check_digest_function(req->digest_function, &eb);
+	err = cas_admit(svc, call, req->instance_name, strlen(req->instance_name),
+			req->digest_function, AUTH_CAS_READ, NULL, &eb);
 	if (err != REAP_OK)
 		goto out;
 	items = calloc(n ? n : 1, sizeof(*items));
@@ -183,10 +171,7 @@ static void batch_read(rpc_call_t *call, void *state, const ProtobufCMessage *m)
 		resp.n_responses = i + 1;
 	}
 out:
-	if (err == REAP_OK)
-		rpc_call_finish(call, &resp.base, REAP_OK, NULL);
-	else
-		rpc_call_finish(call, NULL, err, reap_errmsg(&eb, err));
+	cas_finish(call, &resp.base, err, &eb);
 	for (size_t i = 0; i < resp.n_responses; i++)
 		free(items[i].data.data);
 	free(resp.responses);

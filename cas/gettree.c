@@ -232,7 +232,7 @@ static void tree_next(rpc_call_t *call, tree_state_t *st)
 	int err = tree_fill(svc, st, &resp, &dirs, &ndirs, &more, &eb);
 
 	if (err != REAP_OK) {
-		rpc_call_finish(call, NULL, err, reap_errmsg(&eb, err));
+		cas_finish(call, NULL, err, &eb);
 	} else if (more && !(st->page > 0 && st->emitted >= st->page)) {
 		rpc_call_send(call, &resp.base); /* message full; the page goes on */
 	} else {
@@ -256,10 +256,8 @@ static void tree_request(rpc_call_t *call, void *state, const ProtobufCMessage *
 	reap_digest_t root;
 	int err;
 
-	err = cas_admit(svc, call, req->instance_name, strlen(req->instance_name), AUTH_CAS_READ,
-			NULL, &eb);
-	if (err == REAP_OK)
-		err = cas_check_digest_function(req->digest_function, &eb);
+	err = cas_admit(svc, call, req->instance_name, strlen(req->instance_name),
+			req->digest_function, AUTH_CAS_READ, NULL, &eb);
 	if (err == REAP_OK)
 		err = cas_digest_from_pb(req->root_digest, &root, &eb);
 	if (err != REAP_OK)
@@ -285,7 +283,7 @@ static void tree_request(rpc_call_t *call, void *state, const ProtobufCMessage *
 	tree_next(call, st);
 	return;
 fail:
-	rpc_call_finish(call, NULL, err, reap_errmsg(&eb, err));
+	cas_finish(call, NULL, err, &eb);
 }
 
 static void tree_sent(rpc_call_t *call, void *state)

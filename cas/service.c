@@ -79,8 +79,18 @@ void cas_add_method(cas_service_t *svc, const rpc_method_t *m)
 	}
 }
 
+/* Accept only SHA-256 (or unspecified). */
+static int check_digest_function(int fn, reap_errbuf_t *eb)
+{
+	if (fn == BUILD__BAZEL__REMOTE__EXECUTION__V2__DIGEST_FUNCTION__VALUE__UNKNOWN ||
+	    fn == BUILD__BAZEL__REMOTE__EXECUTION__V2__DIGEST_FUNCTION__VALUE__SHA256)
+		return REAP_OK;
+	return reap_errf(eb, REAP_E_INVALID,
+			 "digest function %d is not supported; this server uses SHA256", fn);
+}
+
 int cas_admit(cas_service_t *svc, rpc_call_t *call, const char *instance, size_t len,
-	      auth_perm_t perm, auth_identity_t *id, reap_errbuf_t *eb)
+	      int digest_function, auth_perm_t perm, auth_identity_t *id, reap_errbuf_t *eb)
 {
 	auth_identity_t local;
 	const char *authz;
@@ -93,6 +103,8 @@ int cas_admit(cas_service_t *svc, rpc_call_t *call, const char *instance, size_t
 	if (instance == NULL)
 		instance = "", len = 0;
 	err = reap_instances_check(svc->cfg.instances, instance, len, eb);
+	if (err == REAP_OK)
+		err = check_digest_function(digest_function, eb);
 	if (err != REAP_OK)
 		return err;
 	authz = rpc_call_metadata(call, "authorization", &authz_len);
@@ -128,13 +140,10 @@ void cas_digest_to_pb(const reap_digest_t *d, RE(Digest) *pb, char hex[65])
 	pb->size_bytes = d->size;
 }
 
-int cas_check_digest_function(int fn, reap_errbuf_t *eb)
+void cas_finish(rpc_call_t *call, const ProtobufCMessage *resp, int err,
+		const reap_errbuf_t *eb)
 {
-	if (fn == BUILD__BAZEL__REMOTE__EXECUTION__V2__DIGEST_FUNCTION__VALUE__UNKNOWN ||
-	    fn == BUILD__BAZEL__REMOTE__EXECUTION__V2__DIGEST_FUNCTION__VALUE__SHA256)
-		return REAP_OK;
-	return reap_errf(eb, REAP_E_INVALID,
-			 "digest function %d is not supported; this server uses SHA256", fn);
+	rpc_call_finish(call, resp, err, err == REAP_OK ? NULL : reap_errmsg(eb, err));
 }
 
 void cas_status_set(Google__Rpc__Status *st, int err, const char *msg)
