@@ -19,8 +19,11 @@
  *                      on_message or on_half_close follows,
  *   rpc_call_finish*() send the (optional) response and the status; only
  *                      on_done follows.
- * A callback that issues none of them finishes the call with INTERNAL.
+ * A callback that issues none of them finishes the call with INTERNAL; a
+ * second one in the same callback is logged and ignored. They may only be
+ * called from inside a callback (never from on_done or another thread).
  * Callbacks run on server threads and may block briefly (storage I/O).
+ * Method names nobody registered are answered UNIMPLEMENTED.
  *
  * Errors are reap error codes (common/err.h); this module is the one place
  * that maps them to gRPC status codes.
@@ -60,7 +63,10 @@ typedef struct rpc_method {
 	/* server streaming: the previous rpc_call_send completed */
 	void (*on_sent)(rpc_call_t *call, void *state);
 	/* optional, always last, exactly once: release what state holds.
-	 * ok is false when the call failed or the client cancelled. */
+	 * ok is true when the handler's own status (even an error status) was
+	 * delivered; false when the call failed, the client cancelled or the
+	 * deadline passed, or the framework ended the call itself (malformed
+	 * request, no operation issued, response over the send limit). */
 	void (*on_done)(rpc_call_t *call, void *state, bool ok);
 } rpc_method_t;
 
@@ -74,7 +80,13 @@ typedef struct rpc_server_config {
 /** New server (not yet listening); NULL with eb set on failure. */
 rpc_server_t *rpc_server_new(const rpc_server_config_t *cfg, reap_errbuf_t *eb);
 
-/** Register methods (the array is borrowed and must outlive the server). Before start only. */
+/**
+ * Register methods (the array is borrowed and must outlive the server).
+ * Before start only (else REAP_E_PRECONDITION). REAP_E_INVALID when a method
+ * lacks its path, request descriptor or a handler its kind needs
+ * (on_request; plus on_sent for server streaming; on_message and
+ * on_half_close for client streaming); REAP_E_EXISTS for a path twice.
+ */
 int rpc_server_add_methods(rpc_server_t *s, const rpc_method_t *methods, size_t n);
 
 /** Bind, start the threads and begin serving. *port (may be NULL) gets the bound port. */
@@ -82,7 +94,9 @@ int rpc_server_start(rpc_server_t *s, int *port, reap_errbuf_t *eb);
 
 /**
  * Graceful stop: refuse new calls, let calls in flight finish for up to
- * grace_ms, then cancel the rest and join the threads. Idempotent.
+ * grace_ms, then cancel the rest and join the threads. Idempotent. Returns
+ * when every call's on_done has run. Not from a callback (it joins the
+ * server threads).
  */
 void rpc_server_shutdown(rpc_server_t *s, int grace_ms);
 
@@ -126,6 +140,10 @@ void rpc_call_finish(rpc_call_t *call, const ProtobufCMessage *resp, int err, co
 /**
  * Finish with an error whose google.rpc.Status (grpc-status-details-bin)
  * carries one detail message, e.g. a google.rpc.PreconditionFailure.
+ * The packed Status must stay under 4 KiB (peers refuse trailers over
+ * 8 KiB, and binary values travel base64-encoded): a larger detail is
+ * dropped with a warning and only code and msg are sent, so cap long lists
+ * (e.g. missing digests) before calling.
  */
 void rpc_call_finish_detail(rpc_call_t *call, int err, const char *msg,
 			    const ProtobufCMessage *detail);
@@ -158,20 +176,30 @@ void rpc_status_destroy(rpc_status_t *st);
 rpc_channel_t *rpc_channel_new(const char *target, size_t max_msg_bytes);
 void rpc_channel_free(rpc_channel_t *ch);
 
-/** Add a metadata header sent with every call on this channel (e.g. "authorization"). */
+/**
+ * Add a metadata header sent with every call on this channel (e.g.
+ * "authorization"); setting a key again replaces its value. Safe while other
+ * threads make calls. REAP_E_INVALID for an illegal key or value.
+ */
 int rpc_channel_set_header(rpc_channel_t *ch, const char *key, const char *value);
 
 /**
  * Unary call. On return st holds the status (code 0 = OK); with OK, *resp is
- * the decoded response (free with protobuf_c_message_free_unpacked).
- * Returns 0 when the call completed (whatever its status) or a reap error
- * when it could not be made at all.
+ * the decoded response (free with protobuf_c_message_free_unpacked; resp may
+ * be NULL to discard it). Returns 0 when the call completed (whatever its
+ * status) or a reap error when it could not be made at all. timeout_ms <= 0
+ * means no deadline (here and in rpc_stream_open). A channel may be used by
+ * many threads at once.
  */
 int rpc_unary(rpc_channel_t *ch, const char *method, const ProtobufCMessage *req,
 	      const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp,
 	      rpc_status_t *st, int timeout_ms);
 
-/** Start a streaming call (client, server or bidi). NULL on failure. */
+/**
+ * Start a streaming call (client, server or bidi). NULL on failure. One
+ * thread may send while another receives; otherwise a stream is used by one
+ * thread at a time.
+ */
 rpc_stream_t *rpc_stream_open(rpc_channel_t *ch, const char *method, int timeout_ms);
 
 /** Send one message; 0, or REAP_E_UNAVAILABLE when the server has ended the call. */
@@ -187,7 +215,10 @@ int rpc_stream_close_send(rpc_stream_t *s);
 int rpc_stream_recv(rpc_stream_t *s, const ProtobufCMessageDescriptor *desc,
 		    ProtobufCMessage **msg);
 
-/** Wait for the final status into st and free the stream. */
+/**
+ * Half-close if needed, discard unread messages, wait for the final status
+ * into st and free the stream.
+ */
 int rpc_stream_finish(rpc_stream_t *s, rpc_status_t *st);
 
 /** Cancel and free the stream without waiting for a status. */

@@ -1,0 +1,518 @@
+/*
+ * call.c - the server call state machine behind rpc_call_t.
+ *
+ * An rpc_call_t is allocated when a call is requested from gRPC and becomes
+ * a live call when that request completes. From then on it has at most two
+ * tags in flight: t_close (RECV_CLOSE_ON_SERVER, issued at start, returns
+ * when the call is over and tells whether it was cancelled) and t_op, the
+ * one batch the handler's last callback issued (receive, send, or the final
+ * status). Each completion of t_op runs the next callback; the handler must
+ * issue exactly one operation per callback, which keeps exactly one t_op in
+ * flight until the status batch. The call is freed, after on_done, only when
+ * the status is out (or the call failed) and both tags are back.
+ *
+ * All of this runs on the thread of the call's completion queue, so a call
+ * needs no lock. Requests are decoded here, at the edge, and freed as soon
+ * as the callback returns. Nothing a peer sends can abort the process: bad
+ * input ends the call with a status, a broken stream ends it with on_done
+ * (ok = false).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include <grpc/support/alloc.h>
+#include <grpc/support/time.h>
+
+#include "common/log.h"
+#include "rpc/rpc_int.h"
+
+typedef enum {
+	RPC_CALL_REQUESTED = 0, /* waiting for gRPC to hand over a call */
+	RPC_CALL_ACTIVE,        /* handler callbacks and their operations */
+	RPC_CALL_FINISHING,     /* the status batch is in flight */
+	RPC_CALL_CLOSING,       /* nothing more is issued; waiting for tags */
+} rpc_call_state_t;
+
+typedef enum {
+	RPC_OP_NONE = 0,
+	RPC_OP_RECV,
+	RPC_OP_SEND,
+	RPC_OP_FINISH,
+} rpc_op_kind_t;
+
+typedef enum {
+	RPC_CB_REQUEST,
+	RPC_CB_MESSAGE,
+	RPC_CB_HALF_CLOSE,
+	RPC_CB_SENT,
+} rpc_cb_t;
+
+struct rpc_call {
+	rpc_server_t *srv;
+	rpc_cq_t *q;
+	const rpc_reg_t *reg;
+	grpc_call *call;
+	gpr_timespec deadline;
+	grpc_metadata_array md;    /* request metadata, lives as long as call */
+	grpc_call_details details; /* unregistered method names only */
+	bool has_details;
+	grpc_byte_buffer *recv_buf;
+	grpc_byte_buffer *send_buf;
+	grpc_slice status_msg;
+	grpc_metadata trailer; /* grpc-status-details-bin, if ntrailers */
+	size_t ntrailers;
+	char *peer; /* gpr_malloc'd */
+	rpc_call_state_t st;
+	rpc_op_kind_t op;     /* what t_op carries */
+	int tags;             /* tags in flight */
+	int close_cancelled;  /* output of RECV_CLOSE_ON_SERVER */
+	atomic_bool cancelled;
+	bool accepted;        /* counted in the server's active calls */
+	bool md_sent;         /* initial metadata went out */
+	bool in_cb;           /* a handler callback is running */
+	bool issued;          /* ...and has issued its one operation */
+	bool own_finish;      /* the status is the handler's, not ours */
+	bool finish_ok;       /* the status batch completed */
+	bool failed;          /* a batch failed; the call was cancelled */
+	rpc_tag_t t_req;
+	rpc_tag_t t_op;
+	rpc_tag_t t_close;
+	max_align_t hstate[]; /* the method's state_size bytes */
+};
+
+static void rpc_call_deliver(rpc_call_t *c, rpc_cb_t cb);
+
+static const char *rpc_call_path(const rpc_call_t *c)
+{
+	return c->reg->m->path != NULL ? c->reg->m->path : "(unknown)";
+}
+
+static void rpc_call_release(rpc_call_t *c)
+{
+	rpc_server_t *s = c->srv;
+	bool accepted = c->accepted;
+
+	grpc_metadata_array_destroy(&c->md);
+	if (c->has_details)
+		grpc_call_details_destroy(&c->details);
+	if (c->recv_buf != NULL)
+		grpc_byte_buffer_destroy(c->recv_buf);
+	if (c->send_buf != NULL)
+		grpc_byte_buffer_destroy(c->send_buf);
+	grpc_slice_unref(c->status_msg);
+	if (c->ntrailers != 0)
+		grpc_slice_unref(c->trailer.value);
+	if (c->peer != NULL)
+		gpr_free(c->peer);
+	if (c->call != NULL)
+		grpc_call_unref(c->call);
+	free(c);
+	if (accepted)
+		rpc_server_call_end(s);
+}
+
+int rpc_call_request(rpc_server_t *s, rpc_cq_t *q, const rpc_reg_t *reg)
+{
+	rpc_call_t *c = calloc(1, sizeof(*c) + reg->m->state_size);
+	grpc_call_error e;
+
+	if (c == NULL)
+		return REAP_E_NOMEM;
+	c->srv = s;
+	c->q = q;
+	c->reg = reg;
+	c->t_req = (rpc_tag_t){c, RPC_TAG_REQUEST};
+	c->t_op = (rpc_tag_t){c, RPC_TAG_OP};
+	c->t_close = (rpc_tag_t){c, RPC_TAG_CLOSE};
+	c->status_msg = grpc_empty_slice();
+	atomic_init(&c->cancelled, false);
+	grpc_metadata_array_init(&c->md);
+	c->tags = 1;
+	if (reg->handle == NULL) {
+		grpc_call_details_init(&c->details);
+		c->has_details = true;
+		e = grpc_server_request_call(s->srv, &c->call, &c->details, &c->md, q->cq, q->cq,
+					     &c->t_req);
+	} else {
+		grpc_byte_buffer **payload =
+			reg->m->kind == RPC_CLIENT_STREAMING ? NULL : &c->recv_buf;
+
+		e = grpc_server_request_registered_call(s->srv, reg->handle, &c->call, &c->deadline,
+							&c->md, payload, q->cq, q->cq, &c->t_req);
+	}
+	if (e != GRPC_CALL_OK) {
+		REAP_ERROR("rpc request failed", "path=\"%s\" error=%d", rpc_call_path(c), (int)e);
+		rpc_call_release(c);
+		return REAP_E_INTERNAL;
+	}
+	return REAP_OK;
+}
+
+/* A batch of ours went wrong: cancel, issue nothing more, wait for the tags. */
+static void rpc_call_fail(rpc_call_t *c)
+{
+	c->failed = true;
+	c->st = RPC_CALL_CLOSING;
+	grpc_call_cancel(c->call, NULL);
+}
+
+static void rpc_call_start_ops(rpc_call_t *c, const grpc_op *ops, size_t n, rpc_op_kind_t kind)
+{
+	grpc_call_error e;
+
+	c->op = kind;
+	c->tags++;
+	e = grpc_call_start_batch(c->call, ops, n, &c->t_op, NULL);
+	if (e != GRPC_CALL_OK) {
+		c->tags--;
+		c->op = RPC_OP_NONE;
+		REAP_ERROR("rpc batch rejected", "path=\"%s\" op=%d error=%d", rpc_call_path(c),
+			   (int)kind, (int)e);
+		rpc_call_fail(c);
+	}
+}
+
+/* Put SEND_INITIAL_METADATA into *op unless it went out already; returns 0 or 1. */
+static size_t rpc_call_initial_md(rpc_call_t *c, grpc_op *op)
+{
+	if (c->md_sent)
+		return 0;
+	op->op = GRPC_OP_SEND_INITIAL_METADATA;
+	op->data.send_initial_metadata.count = 0;
+	c->md_sent = true;
+	return 1;
+}
+
+static void rpc_call_start_recv(rpc_call_t *c)
+{
+	grpc_op op;
+
+	memset(&op, 0, sizeof(op));
+	op.op = GRPC_OP_RECV_MESSAGE;
+	op.data.recv_message.recv_message = &c->recv_buf;
+	rpc_call_start_ops(c, &op, 1, RPC_OP_RECV);
+}
+
+/*
+ * Send (initial metadata,) resp when given and code is OK, and the status.
+ * Takes ownership of msg and of *details (may be NULL).
+ */
+static void rpc_call_finish_code(rpc_call_t *c, const ProtobufCMessage *resp, grpc_status_code code,
+				 grpc_slice msg, const grpc_slice *details)
+{
+	grpc_op ops[3];
+	size_t n;
+
+	memset(ops, 0, sizeof(ops));
+	if (resp != NULL && code == GRPC_STATUS_OK &&
+	    rpc_pack(resp, c->srv->max_send, &c->send_buf) != REAP_OK) {
+		REAP_WARN("rpc response too large", "path=\"%s\" limit=%zu", rpc_call_path(c),
+			  c->srv->max_send);
+		code = GRPC_STATUS_RESOURCE_EXHAUSTED;
+		grpc_slice_unref(msg);
+		msg = grpc_slice_from_static_string("response message too large");
+		c->own_finish = false;
+	}
+	n = rpc_call_initial_md(c, &ops[0]);
+	if (c->send_buf != NULL) {
+		ops[n].op = GRPC_OP_SEND_MESSAGE;
+		ops[n].data.send_message.send_message = c->send_buf;
+		n++;
+	}
+	grpc_slice_unref(c->status_msg);
+	c->status_msg = msg;
+	if (details != NULL) {
+		c->trailer.key = grpc_slice_from_static_string(RPC_DETAILS_KEY);
+		c->trailer.value = *details;
+		c->ntrailers = 1;
+	}
+	ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+	ops[n].data.send_status_from_server.status = code;
+	ops[n].data.send_status_from_server.status_details = &c->status_msg;
+	ops[n].data.send_status_from_server.trailing_metadata_count = c->ntrailers;
+	ops[n].data.send_status_from_server.trailing_metadata = c->ntrailers ? &c->trailer : NULL;
+	n++;
+	c->st = RPC_CALL_FINISHING;
+	rpc_call_start_ops(c, ops, n, RPC_OP_FINISH);
+}
+
+/* A status of the framework's own (bad input, handler misbehaving). */
+static void rpc_call_abort(rpc_call_t *c, grpc_status_code code, const char *msg)
+{
+	rpc_call_finish_code(c, NULL, code, grpc_slice_from_static_string(msg), NULL);
+}
+
+static void rpc_call_accept(rpc_call_t *c, bool ok)
+{
+	rpc_server_t *s = c->srv;
+	grpc_op op;
+
+	if (!ok) {
+		/* Shutdown killed the pending request: no call, just free it. */
+		c->st = RPC_CALL_CLOSING;
+		return;
+	}
+	/* Keep one request outstanding for this method on this queue. */
+	if (!atomic_load(&s->stopping) && rpc_call_request(s, c->q, c->reg) != REAP_OK)
+		REAP_ERROR("rpc method no longer served on a queue", "path=\"%s\" queue=%d",
+			   rpc_call_path(c), c->q->idx);
+	c->accepted = true;
+	rpc_server_call_begin(s);
+	c->st = RPC_CALL_ACTIVE;
+	if (c->has_details)
+		c->deadline = c->details.deadline;
+	c->peer = grpc_call_get_peer(c->call);
+
+	memset(&op, 0, sizeof(op));
+	op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+	op.data.recv_close_on_server.cancelled = &c->close_cancelled;
+	c->tags++;
+	if (grpc_call_start_batch(c->call, &op, 1, &c->t_close, NULL) != GRPC_CALL_OK) {
+		c->tags--;
+		REAP_ERROR("rpc close batch rejected", "path=\"%s\"", rpc_call_path(c));
+		rpc_call_fail(c);
+		return;
+	}
+	if (c->reg->handle == NULL) {
+		REAP_DEBUG("rpc unknown method", "peer=%s", c->peer ? c->peer : "");
+		rpc_call_abort(c, GRPC_STATUS_UNIMPLEMENTED, "unknown method");
+		return;
+	}
+	if (c->reg->m->kind == RPC_CLIENT_STREAMING)
+		rpc_call_start_recv(c);
+	else
+		rpc_call_deliver(c, RPC_CB_REQUEST);
+}
+
+/* Run one handler callback and enforce "exactly one operation per callback". */
+static void rpc_call_deliver(rpc_call_t *c, rpc_cb_t cb)
+{
+	const rpc_method_t *m = c->reg->m;
+	ProtobufCMessage *req = NULL;
+
+	if (cb == RPC_CB_REQUEST || cb == RPC_CB_MESSAGE) {
+		if (c->recv_buf == NULL) {
+			rpc_call_abort(c, GRPC_STATUS_INVALID_ARGUMENT, "missing request message");
+			return;
+		}
+		req = rpc_unpack(m->request, c->recv_buf);
+		grpc_byte_buffer_destroy(c->recv_buf);
+		c->recv_buf = NULL;
+		if (req == NULL) {
+			REAP_DEBUG("rpc malformed request", "path=\"%s\" peer=%s", m->path,
+				   c->peer ? c->peer : "");
+			rpc_call_abort(c, GRPC_STATUS_INVALID_ARGUMENT, "malformed request message");
+			return;
+		}
+	}
+	c->in_cb = true;
+	c->issued = false;
+	switch (cb) {
+	case RPC_CB_REQUEST:
+		m->on_request(c, c->hstate, req);
+		break;
+	case RPC_CB_MESSAGE:
+		m->on_message(c, c->hstate, req);
+		break;
+	case RPC_CB_HALF_CLOSE:
+		m->on_half_close(c, c->hstate);
+		break;
+	case RPC_CB_SENT:
+		if (m->on_sent != NULL)
+			m->on_sent(c, c->hstate);
+		break;
+	default:
+		break;
+	}
+	c->in_cb = false;
+	if (req != NULL)
+		protobuf_c_message_free_unpacked(req, NULL);
+	if (!c->issued) {
+		REAP_ERROR("rpc handler issued no operation", "path=\"%s\" callback=%d", m->path,
+			   (int)cb);
+		rpc_call_abort(c, GRPC_STATUS_INTERNAL, "handler issued no operation");
+	}
+}
+
+static void rpc_call_op_done(rpc_call_t *c, bool ok)
+{
+	rpc_op_kind_t op = c->op;
+
+	c->op = RPC_OP_NONE;
+	if (c->send_buf != NULL) {
+		grpc_byte_buffer_destroy(c->send_buf);
+		c->send_buf = NULL;
+	}
+	if (c->st == RPC_CALL_CLOSING)
+		return;
+	switch (op) {
+	case RPC_OP_RECV:
+		/* A cancelled call may end its receive "successfully" with no
+		 * message: tell that apart from the client's half-close. */
+		if (!ok || (c->recv_buf == NULL && grpc_call_failed_before_recv_message(c->call))) {
+			rpc_call_fail(c);
+			return;
+		}
+		rpc_call_deliver(c, c->recv_buf != NULL ? RPC_CB_MESSAGE : RPC_CB_HALF_CLOSE);
+		return;
+	case RPC_OP_SEND:
+		if (!ok) {
+			rpc_call_fail(c);
+			return;
+		}
+		rpc_call_deliver(c, RPC_CB_SENT);
+		return;
+	case RPC_OP_FINISH:
+		c->finish_ok = ok;
+		c->st = RPC_CALL_CLOSING;
+		return;
+	case RPC_OP_NONE:
+	default:
+		return;
+	}
+}
+
+/* Free the call once it is over and every tag is back; on_done goes first. */
+static void rpc_call_maybe_done(rpc_call_t *c)
+{
+	const rpc_method_t *m = c->reg->m;
+
+	if (c->st != RPC_CALL_CLOSING || c->tags != 0)
+		return;
+	if (c->accepted && m->on_done != NULL) {
+		bool ok = c->own_finish && c->finish_ok && !c->failed &&
+			  !atomic_load(&c->cancelled);
+
+		m->on_done(c, c->hstate, ok);
+	}
+	rpc_call_release(c);
+}
+
+void rpc_call_event(rpc_tag_t *tag, bool ok)
+{
+	rpc_call_t *c = tag->call;
+
+	c->tags--;
+	switch (tag->kind) {
+	case RPC_TAG_REQUEST:
+		rpc_call_accept(c, ok);
+		break;
+	case RPC_TAG_OP:
+		rpc_call_op_done(c, ok);
+		break;
+	case RPC_TAG_CLOSE:
+		if (!ok || c->close_cancelled)
+			atomic_store(&c->cancelled, true);
+		break;
+	case RPC_TAG_SHUTDOWN:
+	default:
+		break;
+	}
+	rpc_call_maybe_done(c);
+}
+
+/* ---- the handler API (rpc.h) ---- */
+
+/* May the running callback issue its operation? Logs programmer errors. */
+static bool rpc_call_claim(rpc_call_t *c, const char *what)
+{
+	if (c->in_cb && !c->issued && c->st == RPC_CALL_ACTIVE) {
+		c->issued = true;
+		return true;
+	}
+	REAP_ERROR("rpc operation ignored", "op=%s path=\"%s\" reason=\"%s\"", what,
+		   rpc_call_path(c),
+		   !c->in_cb ? "outside a callback" : "second operation in one callback");
+	return false;
+}
+
+void rpc_call_send(rpc_call_t *c, const ProtobufCMessage *msg)
+{
+	grpc_op ops[2];
+	size_t n;
+
+	if (!rpc_call_claim(c, "send"))
+		return;
+	if (rpc_pack(msg, c->srv->max_send, &c->send_buf) != REAP_OK) {
+		REAP_WARN("rpc response too large", "path=\"%s\" limit=%zu", rpc_call_path(c),
+			  c->srv->max_send);
+		rpc_call_abort(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "response message too large");
+		return;
+	}
+	memset(ops, 0, sizeof(ops));
+	n = rpc_call_initial_md(c, &ops[0]);
+	ops[n].op = GRPC_OP_SEND_MESSAGE;
+	ops[n].data.send_message.send_message = c->send_buf;
+	rpc_call_start_ops(c, ops, n + 1, RPC_OP_SEND);
+}
+
+void rpc_call_recv(rpc_call_t *c)
+{
+	if (rpc_call_claim(c, "recv"))
+		rpc_call_start_recv(c);
+}
+
+void rpc_call_finish(rpc_call_t *c, const ProtobufCMessage *resp, int err, const char *msg)
+{
+	if (!rpc_call_claim(c, "finish"))
+		return;
+	c->own_finish = true;
+	rpc_call_finish_code(c, err == REAP_OK ? resp : NULL, rpc_code_from_err(err),
+			     rpc_status_msg_slice(err, msg), NULL);
+}
+
+void rpc_call_finish_detail(rpc_call_t *c, int err, const char *msg, const ProtobufCMessage *detail)
+{
+	grpc_status_code code = rpc_code_from_err(err);
+	const char *text = msg != NULL ? msg : reap_strerror(err);
+	grpc_slice details;
+	int e = REAP_E_INVALID;
+
+	if (!rpc_call_claim(c, "finish_detail"))
+		return;
+	c->own_finish = true;
+	if (detail != NULL)
+		e = rpc_status_pack_details(code, text, detail, &details);
+	if (detail != NULL && e != REAP_OK)
+		REAP_WARN("rpc error details dropped", "path=\"%s\" reason=\"%s\"", rpc_call_path(c),
+			  reap_strerror(e));
+	rpc_call_finish_code(c, NULL, code, rpc_status_msg_slice(err, text),
+			     e == REAP_OK ? &details : NULL);
+}
+
+void *rpc_call_ctx(const rpc_call_t *c)
+{
+	return c->reg->m->ctx;
+}
+
+const char *rpc_call_peer(const rpc_call_t *c)
+{
+	return c->peer != NULL ? c->peer : "";
+}
+
+const char *rpc_call_metadata(const rpc_call_t *c, const char *key, size_t *len)
+{
+	for (size_t i = 0; i < c->md.count; i++) {
+		const grpc_metadata *md = &c->md.metadata[i];
+
+		if (grpc_slice_str_cmp(md->key, key) == 0) {
+			if (len != NULL)
+				*len = GRPC_SLICE_LENGTH(md->value);
+			return (const char *)GRPC_SLICE_START_PTR(md->value);
+		}
+	}
+	if (len != NULL)
+		*len = 0;
+	return NULL;
+}
+
+bool rpc_call_cancelled(const rpc_call_t *c)
+{
+	gpr_timespec d = c->deadline;
+
+	if (atomic_load(&c->cancelled))
+		return true;
+	if (d.clock_type == GPR_TIMESPAN || gpr_time_cmp(d, gpr_inf_future(d.clock_type)) == 0)
+		return false;
+	return gpr_time_cmp(gpr_now(d.clock_type), d) >= 0;
+}

@@ -1,0 +1,173 @@
+/*
+ * rpc_int.h - private structures shared by the files of the rpc module.
+ *
+ * server.c owns rpc_server_t and the completion-queue threads, call.c the
+ * per-call state machine (rpc_call_t), codec.c the protobuf <-> byte buffer
+ * conversion, status.c the status codes and google.rpc.Status packing,
+ * client.c and stream.c the blocking client. Nothing here is exported outside
+ * rpc/.
+ *
+ * Threading: a server call is bound to one completion queue, and each queue
+ * has exactly one thread calling grpc_completion_queue_next on it, so the
+ * fields of an rpc_call_t are only touched by that thread (except
+ * `cancelled`, which handlers may read from anywhere). The server-wide
+ * counters are atomics; the mutex/condvar pair only serves shutdown.
+ */
+#ifndef REAP_RPC_RPC_INT_H
+#define REAP_RPC_RPC_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+
+#include <grpc/byte_buffer.h>
+#include <grpc/grpc.h>
+
+#include "rpc/rpc.h"
+
+/* Default message size limits (rpc.h documents them). */
+#define RPC_DEFAULT_SERVER_MAX ((size_t)8 << 20)
+#define RPC_DEFAULT_CLIENT_MAX ((size_t)64 << 20)
+
+/*
+ * Largest serialized google.rpc.Status carried in grpc-status-details-bin.
+ * Peers (grpc-java in Bazel, gRPC C core) refuse trailers above 8 KiB by
+ * default and binary values travel base64-encoded (4/3), so anything bigger
+ * would turn a useful error into an opaque RESOURCE_EXHAUSTED on the client.
+ */
+#define RPC_MAX_DETAILS_BYTES 4096
+
+/* Longest status message we send (the rest is cut at a UTF-8 boundary). */
+#define RPC_MAX_STATUS_MSG 1024
+
+#define RPC_DETAILS_KEY "grpc-status-details-bin"
+
+/* ---- server ---- */
+
+typedef enum {
+	RPC_TAG_REQUEST = 1, /* grpc_server_request_*call completed */
+	RPC_TAG_OP,          /* the call's one send/recv/finish batch completed */
+	RPC_TAG_CLOSE,       /* RECV_CLOSE_ON_SERVER completed */
+	RPC_TAG_SHUTDOWN,    /* grpc_server_shutdown_and_notify completed */
+} rpc_tag_kind_t;
+
+/* What goes through the completion queue: embedded in its owner. */
+typedef struct rpc_tag {
+	rpc_call_t *call; /* NULL for RPC_TAG_SHUTDOWN */
+	rpc_tag_kind_t kind;
+} rpc_tag_t;
+
+/* A registered method; handle is NULL for the catch-all "unknown method". */
+typedef struct rpc_reg {
+	const rpc_method_t *m;
+	void *handle; /* from grpc_server_register_method */
+} rpc_reg_t;
+
+typedef struct rpc_cq {
+	rpc_server_t *srv;
+	grpc_completion_queue *cq;
+	pthread_t thread;
+	int idx;
+	bool running; /* thread was started and not yet joined */
+} rpc_cq_t;
+
+typedef enum {
+	RPC_SRV_NEW = 0,  /* created, methods may be added */
+	RPC_SRV_RUNNING,  /* listening */
+	RPC_SRV_STOPPING, /* rpc_server_shutdown in progress */
+	RPC_SRV_STOPPED,  /* grpc server destroyed, threads joined */
+	RPC_SRV_FAILED,   /* rpc_server_start failed; only free is left */
+} rpc_srv_state_t;
+
+struct rpc_server {
+	grpc_server *srv;
+	char *listen;
+	size_t max_recv;
+	size_t max_send;
+	int nthreads;
+	rpc_cq_t *cqs;      /* nthreads entries */
+	rpc_reg_t *regs;    /* registered methods */
+	size_t nregs;
+	size_t cap_regs;
+	rpc_reg_t unknown;  /* catch-all for unregistered method names */
+
+	pthread_mutex_t mu; /* guards state and shutdown_done; pairs with cv */
+	pthread_cond_t cv;
+	rpc_srv_state_t state;
+	bool shutdown_done;   /* the shutdown tag came back */
+	atomic_bool stopping; /* read lock-free by the queue threads */
+	atomic_size_t active; /* accepted calls not yet freed */
+	rpc_tag_t shutdown_tag;
+};
+
+/* Queue a request for the next call of reg on q (call.c). */
+int rpc_call_request(rpc_server_t *s, rpc_cq_t *q, const rpc_reg_t *reg);
+
+/* A tag of a call came back from q's completion queue (call.c). */
+void rpc_call_event(rpc_tag_t *tag, bool ok);
+
+/* A call was accepted / freed: server bookkeeping for shutdown (server.c). */
+void rpc_server_call_begin(rpc_server_t *s);
+void rpc_server_call_end(rpc_server_t *s);
+
+/* grpc_init/grpc_shutdown pairing for servers and channels (server.c). */
+void rpc_grpc_ref(void);
+void rpc_grpc_unref(void);
+
+/* ---- codec.c ---- */
+
+/*
+ * Serialize msg into a new byte buffer (*out, caller destroys). Fails with
+ * REAP_E_EXHAUSTED when it would exceed max bytes (0 = no limit).
+ */
+int rpc_pack(const ProtobufCMessage *msg, size_t max, grpc_byte_buffer **out);
+
+/* A byte buffer holding a copy of data. */
+grpc_byte_buffer *rpc_pack_raw(const void *data, size_t len);
+
+/* Decode bb with desc; NULL when malformed. Free with protobuf_c_message_free_unpacked. */
+ProtobufCMessage *rpc_unpack(const ProtobufCMessageDescriptor *desc, grpc_byte_buffer *bb);
+
+/* ---- status.c ---- */
+
+/* The status message slice for err/msg: msg, or reap_strerror(err), bounded. */
+grpc_slice rpc_status_msg_slice(int err, const char *msg);
+
+/*
+ * Serialize google.rpc.Status{code, msg, details: [Any(detail)]} into *out.
+ * REAP_E_EXHAUSTED when it exceeds RPC_MAX_DETAILS_BYTES.
+ */
+int rpc_status_pack_details(int code, const char *msg, const ProtobufCMessage *detail,
+			    grpc_slice *out);
+
+/* Fill st from a client call's final status and trailing metadata. */
+int rpc_status_fill(rpc_status_t *st, grpc_status_code code, grpc_slice details,
+		    const grpc_metadata_array *trailing);
+
+/* Reset st to an empty UNKNOWN status (no allocation). */
+void rpc_status_init(rpc_status_t *st, int code, const char *msg);
+
+/* ---- client (client.c) ---- */
+
+/* A new client call on its own pluck queue: *cq and *call, or an error. */
+int rpc_client_call_new(rpc_channel_t *ch, const char *method, int timeout_ms,
+			grpc_completion_queue **cq, grpc_call **call);
+
+/*
+ * Start a batch that begins with SEND_INITIAL_METADATA carrying the
+ * channel's headers (ops[0] is filled in here) under the channel lock, so
+ * rpc_channel_set_header can run concurrently.
+ */
+grpc_call_error rpc_client_start_with_headers(rpc_channel_t *ch, grpc_call *call, grpc_op *ops,
+					      size_t nops, void *tag);
+
+/* Wait for tag on a client queue; returns the event's success flag. */
+bool rpc_client_wait(grpc_completion_queue *cq, void *tag);
+
+/* Unref call (may be NULL) and shut down, drain and destroy cq. */
+void rpc_client_call_free(grpc_completion_queue *cq, grpc_call *call);
+
+/* The channel's message limit. */
+size_t rpc_channel_max_msg(const rpc_channel_t *ch);
+
+#endif

@@ -1,0 +1,413 @@
+/*
+ * server.c - the gRPC server: lifecycle, completion-queue threads, shutdown.
+ *
+ * rpc_server_new creates the grpc_server and one completion queue per
+ * thread (registered with the server); rpc_server_add_methods registers
+ * methods; rpc_server_start binds the port, starts the threads and keeps one
+ * request outstanding per (queue, method), plus one per queue for method
+ * names nobody registered, which are answered UNIMPLEMENTED instead of
+ * hanging until the client's deadline. Each thread does nothing but pull
+ * events off its queue and hand them to the call state machine (call.c).
+ *
+ * Shutdown follows gRPC's protocol: shutdown_and_notify (refuses new calls,
+ * fails the outstanding requests, sends GOAWAY), wait up to the grace period
+ * for its tag, cancel_all_calls if it did not come, wait for the tag and for
+ * our own call objects to be freed, destroy the server, then shut down and
+ * drain every queue and join the threads.
+ */
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <grpc/grpc_security.h>
+
+#include "common/log.h"
+#include "rpc/rpc_int.h"
+
+#define RPC_MAX_THREADS 1024
+
+/* The catch-all method: no handlers, call.c answers UNIMPLEMENTED. */
+static const rpc_method_t rpc_unknown_method = {.path = NULL};
+
+static pthread_mutex_t rpc_grpc_mu = PTHREAD_MUTEX_INITIALIZER;
+static int rpc_grpc_refs;
+
+void rpc_grpc_ref(void)
+{
+	pthread_mutex_lock(&rpc_grpc_mu);
+	if (rpc_grpc_refs++ == 0)
+		grpc_init();
+	pthread_mutex_unlock(&rpc_grpc_mu);
+}
+
+void rpc_grpc_unref(void)
+{
+	pthread_mutex_lock(&rpc_grpc_mu);
+	if (--rpc_grpc_refs == 0)
+		grpc_shutdown();
+	pthread_mutex_unlock(&rpc_grpc_mu);
+}
+
+void rpc_server_call_begin(rpc_server_t *s)
+{
+	atomic_fetch_add(&s->active, 1);
+}
+
+void rpc_server_call_end(rpc_server_t *s)
+{
+	/* Only a shutdown waits for the count; signal it under the lock so the
+	 * wakeup cannot fall between its check and its wait. */
+	if (atomic_fetch_sub(&s->active, 1) == 1 && atomic_load(&s->stopping)) {
+		pthread_mutex_lock(&s->mu);
+		pthread_cond_broadcast(&s->cv);
+		pthread_mutex_unlock(&s->mu);
+	}
+}
+
+static void *rpc_server_thread(void *arg)
+{
+	rpc_cq_t *q = arg;
+
+	for (;;) {
+		grpc_event ev = grpc_completion_queue_next(q->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC),
+							   NULL);
+		rpc_tag_t *tag = ev.tag;
+
+		if (ev.type == GRPC_QUEUE_SHUTDOWN)
+			break;
+		if (ev.type != GRPC_OP_COMPLETE)
+			continue;
+		if (tag->kind == RPC_TAG_SHUTDOWN) {
+			pthread_mutex_lock(&q->srv->mu);
+			q->srv->shutdown_done = true;
+			pthread_cond_broadcast(&q->srv->cv);
+			pthread_mutex_unlock(&q->srv->mu);
+			continue;
+		}
+		rpc_call_event(tag, ev.success != 0);
+	}
+	return NULL;
+}
+
+/* Shut q's queue down and wait until it is drained (by its thread if any). */
+static void rpc_cq_stop(rpc_cq_t *q)
+{
+	if (q->cq == NULL)
+		return;
+	grpc_completion_queue_shutdown(q->cq);
+	if (q->running) {
+		pthread_join(q->thread, NULL);
+		q->running = false;
+		return;
+	}
+	/* Never had a thread: nothing was requested on it, so this is quick. */
+	for (;;) {
+		grpc_event ev = grpc_completion_queue_next(q->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC),
+							   NULL);
+		if (ev.type == GRPC_QUEUE_SHUTDOWN)
+			break;
+	}
+}
+
+static int rpc_default_threads(void)
+{
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+	if (n < 1)
+		return 1;
+	return n > RPC_MAX_THREADS ? RPC_MAX_THREADS : (int)n;
+}
+
+rpc_server_t *rpc_server_new(const rpc_server_config_t *cfg, reap_errbuf_t *eb)
+{
+	rpc_server_t *s = NULL;
+	pthread_condattr_t ca;
+	grpc_arg args[3];
+	grpc_channel_args cargs = {.num_args = 3, .args = args};
+
+	if (cfg == NULL || cfg->listen == NULL || cfg->listen[0] == '\0') {
+		reap_errf(eb, REAP_E_INVALID, "rpc: no listen address");
+		return NULL;
+	}
+	if (cfg->threads < 0 || cfg->threads > RPC_MAX_THREADS || cfg->max_recv_bytes > INT_MAX ||
+	    cfg->max_send_bytes > INT_MAX) {
+		reap_errf(eb, REAP_E_INVALID, "rpc: threads or message limits out of range");
+		return NULL;
+	}
+	s = calloc(1, sizeof(*s));
+	if (s == NULL)
+		goto nomem;
+	s->listen = strdup(cfg->listen);
+	s->nthreads = cfg->threads ? cfg->threads : rpc_default_threads();
+	s->cqs = calloc((size_t)s->nthreads, sizeof(*s->cqs));
+	if (s->listen == NULL || s->cqs == NULL) {
+		free(s->listen);
+		free(s->cqs);
+		free(s);
+		goto nomem;
+	}
+	s->max_recv = cfg->max_recv_bytes ? cfg->max_recv_bytes : RPC_DEFAULT_SERVER_MAX;
+	s->max_send = cfg->max_send_bytes ? cfg->max_send_bytes : RPC_DEFAULT_SERVER_MAX;
+	s->unknown.m = &rpc_unknown_method;
+	s->shutdown_tag.kind = RPC_TAG_SHUTDOWN;
+	atomic_init(&s->stopping, false);
+	atomic_init(&s->active, 0);
+	pthread_mutex_init(&s->mu, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&s->cv, &ca);
+	pthread_condattr_destroy(&ca);
+
+	rpc_grpc_ref();
+	args[0].type = GRPC_ARG_INTEGER;
+	args[0].key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
+	args[0].value.integer = (int)s->max_recv;
+	args[1].type = GRPC_ARG_INTEGER;
+	args[1].key = (char *)GRPC_ARG_MAX_SEND_MESSAGE_LENGTH;
+	args[1].value.integer = (int)s->max_send;
+	/* gRPC sets SO_REUSEPORT by default: a second reapd on the same port
+	 * would silently share the traffic instead of failing to bind. */
+	args[2].type = GRPC_ARG_INTEGER;
+	args[2].key = (char *)GRPC_ARG_ALLOW_REUSEPORT;
+	args[2].value.integer = 0;
+	s->srv = grpc_server_create(&cargs, NULL);
+	for (int i = 0; i < s->nthreads; i++) {
+		rpc_cq_t *q = &s->cqs[i];
+
+		q->srv = s;
+		q->idx = i;
+		q->cq = grpc_completion_queue_create_for_next(NULL);
+		grpc_server_register_completion_queue(s->srv, q->cq, NULL);
+	}
+	return s;
+nomem:
+	reap_errf(eb, REAP_E_NOMEM, "rpc: out of memory");
+	return NULL;
+}
+
+static int rpc_method_check(const rpc_method_t *m)
+{
+	if (m->path == NULL || m->path[0] != '/' || m->request == NULL)
+		return REAP_E_INVALID;
+	switch (m->kind) {
+	case RPC_UNARY:
+		return m->on_request != NULL ? REAP_OK : REAP_E_INVALID;
+	case RPC_SERVER_STREAMING:
+		return m->on_request != NULL && m->on_sent != NULL ? REAP_OK : REAP_E_INVALID;
+	case RPC_CLIENT_STREAMING:
+		return m->on_message != NULL && m->on_half_close != NULL ? REAP_OK : REAP_E_INVALID;
+	default:
+		return REAP_E_INVALID;
+	}
+}
+
+int rpc_server_add_methods(rpc_server_t *s, const rpc_method_t *methods, size_t n)
+{
+	if (s->state != RPC_SRV_NEW)
+		return REAP_E_PRECONDITION;
+	for (size_t i = 0; i < n; i++) {
+		const rpc_method_t *m = &methods[i];
+		grpc_server_register_method_payload_handling ph;
+		void *handle;
+
+		if (rpc_method_check(m) != REAP_OK) {
+			REAP_ERROR("rpc method rejected", "path=\"%s\"", m->path ? m->path : "(null)");
+			return REAP_E_INVALID;
+		}
+		if (s->nregs == s->cap_regs) {
+			size_t cap = s->cap_regs ? 2 * s->cap_regs : 16;
+			rpc_reg_t *r = realloc(s->regs, cap * sizeof(*r));
+
+			if (r == NULL)
+				return REAP_E_NOMEM;
+			s->regs = r;
+			s->cap_regs = cap;
+		}
+		/* Unary and server-streaming requests arrive with the call;
+		 * client streams are read with explicit RECV_MESSAGE ops. */
+		ph = m->kind == RPC_CLIENT_STREAMING ? GRPC_SRM_PAYLOAD_NONE
+						     : GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER;
+		handle = grpc_server_register_method(s->srv, m->path, NULL, ph, 0);
+		if (handle == NULL) {
+			REAP_ERROR("rpc method registered twice", "path=\"%s\"", m->path);
+			return REAP_E_EXISTS;
+		}
+		s->regs[s->nregs].m = m;
+		s->regs[s->nregs].handle = handle;
+		s->nregs++;
+	}
+	return REAP_OK;
+}
+
+int rpc_server_start(rpc_server_t *s, int *port, reap_errbuf_t *eb)
+{
+	grpc_server_credentials *creds;
+	int bound, err;
+
+	if (port != NULL)
+		*port = 0;
+	if (s->state != RPC_SRV_NEW)
+		return reap_errf(eb, REAP_E_PRECONDITION, "rpc: server already started");
+	/* Threads first: they only block on their queues until calls come. */
+	for (int i = 0; i < s->nthreads; i++) {
+		rpc_cq_t *q = &s->cqs[i];
+		char name[16];
+
+		if (pthread_create(&q->thread, NULL, rpc_server_thread, q) != 0) {
+			err = reap_errf(eb, REAP_E_EXHAUSTED, "rpc: cannot start thread %d", i);
+			goto fail;
+		}
+		q->running = true;
+		snprintf(name, sizeof(name), "reap-rpc-%d", i % 10000);
+		pthread_setname_np(q->thread, name);
+	}
+	creds = grpc_insecure_server_credentials_create();
+	bound = grpc_server_add_http2_port(s->srv, s->listen, creds);
+	grpc_server_credentials_release(creds);
+	if (bound <= 0) {
+		err = reap_errf(eb, REAP_E_IO, "rpc: cannot listen on %s", s->listen);
+		goto fail;
+	}
+	grpc_server_start(s->srv);
+	pthread_mutex_lock(&s->mu);
+	s->state = RPC_SRV_RUNNING;
+	pthread_mutex_unlock(&s->mu);
+
+	for (int i = 0; i < s->nthreads; i++) {
+		err = rpc_call_request(s, &s->cqs[i], &s->unknown);
+		for (size_t j = 0; err == REAP_OK && j < s->nregs; j++)
+			err = rpc_call_request(s, &s->cqs[i], &s->regs[j]);
+		if (err != REAP_OK) {
+			rpc_server_shutdown(s, 0);
+			return reap_errf(eb, err, "rpc: cannot request calls: %s", reap_strerror(err));
+		}
+	}
+	if (port != NULL)
+		*port = bound;
+	REAP_INFO("rpc server listening", "addr=%s port=%d threads=%d methods=%zu", s->listen,
+		  bound, s->nthreads, s->nregs);
+	return REAP_OK;
+fail:
+	/* Not started: no call can exist, the queues hold nothing. */
+	for (int i = 0; i < s->nthreads; i++)
+		rpc_cq_stop(&s->cqs[i]);
+	s->state = RPC_SRV_FAILED;
+	return err;
+}
+
+/* Wait on s->cv until cond holds or the monotonic deadline passes (NULL: forever). */
+static void rpc_server_wait(rpc_server_t *s, const struct timespec *deadline)
+{
+	if (deadline == NULL)
+		pthread_cond_wait(&s->cv, &s->mu);
+	else
+		pthread_cond_timedwait(&s->cv, &s->mu, deadline);
+}
+
+static bool rpc_past(const struct timespec *deadline)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return now.tv_sec > deadline->tv_sec ||
+	       (now.tv_sec == deadline->tv_sec && now.tv_nsec >= deadline->tv_nsec);
+}
+
+void rpc_server_shutdown(rpc_server_t *s, int grace_ms)
+{
+	struct timespec deadline;
+	bool forced;
+
+	if (s == NULL)
+		return;
+	pthread_mutex_lock(&s->mu);
+	if (s->state == RPC_SRV_STOPPING) {
+		while (s->state == RPC_SRV_STOPPING)
+			rpc_server_wait(s, NULL);
+		pthread_mutex_unlock(&s->mu);
+		return;
+	}
+	if (s->state != RPC_SRV_RUNNING) {
+		pthread_mutex_unlock(&s->mu);
+		return;
+	}
+	s->state = RPC_SRV_STOPPING;
+	atomic_store(&s->stopping, true);
+	pthread_mutex_unlock(&s->mu);
+
+	/* Refuses new calls and fails the outstanding requests right away. */
+	grpc_server_shutdown_and_notify(s->srv, s->cqs[0].cq, &s->shutdown_tag);
+
+	if (grace_ms < 0)
+		grace_ms = 0;
+	clock_gettime(CLOCK_MONOTONIC, &deadline);
+	deadline.tv_sec += grace_ms / 1000;
+	deadline.tv_nsec += (long)(grace_ms % 1000) * 1000000L;
+	if (deadline.tv_nsec >= 1000000000L) {
+		deadline.tv_sec++;
+		deadline.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&s->mu);
+	while (!s->shutdown_done && !rpc_past(&deadline))
+		rpc_server_wait(s, &deadline);
+	forced = !s->shutdown_done;
+	pthread_mutex_unlock(&s->mu);
+	if (forced) {
+		REAP_INFO("rpc server grace period over", "active_calls=%zu",
+			  atomic_load(&s->active));
+		grpc_server_cancel_all_calls(s->srv);
+	}
+	pthread_mutex_lock(&s->mu);
+	while (!s->shutdown_done || atomic_load(&s->active) != 0)
+		rpc_server_wait(s, NULL);
+	pthread_mutex_unlock(&s->mu);
+
+	grpc_server_destroy(s->srv);
+	s->srv = NULL;
+	for (int i = 0; i < s->nthreads; i++)
+		rpc_cq_stop(&s->cqs[i]);
+
+	pthread_mutex_lock(&s->mu);
+	s->state = RPC_SRV_STOPPED;
+	pthread_cond_broadcast(&s->cv);
+	pthread_mutex_unlock(&s->mu);
+	REAP_INFO("rpc server stopped", "addr=%s forced=%d", s->listen, forced);
+}
+
+void rpc_server_free(rpc_server_t *s)
+{
+	if (s == NULL)
+		return;
+	rpc_server_shutdown(s, 0);
+	if (s->srv != NULL) {
+		/* Never started (or start failed before listening): no listener,
+		 * no call, so the server may be destroyed without a shutdown. */
+		for (int i = 0; i < s->nthreads; i++)
+			rpc_cq_stop(&s->cqs[i]);
+		grpc_server_destroy(s->srv);
+	}
+	for (int i = 0; i < s->nthreads; i++) {
+		if (s->cqs[i].cq != NULL)
+			grpc_completion_queue_destroy(s->cqs[i].cq);
+	}
+	pthread_cond_destroy(&s->cv);
+	pthread_mutex_destroy(&s->mu);
+	free(s->cqs);
+	free(s->regs);
+	free(s->listen);
+	free(s);
+	rpc_grpc_unref();
+}
+
+size_t rpc_server_max_recv(const rpc_server_t *s)
+{
+	return s->max_recv;
+}
+
+size_t rpc_server_max_send(const rpc_server_t *s)
+{
+	return s->max_send;
+}
