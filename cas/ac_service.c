@@ -19,6 +19,7 @@
 #include "common/log.h"
 
 #define SVC "/build.bazel.remote.execution.v2.ActionCache/"
+#define MAX_VIOLATIONS 32 /* keeps the PreconditionFailure under rpc's 4 KiB cap */
 #define MAX_TREE_BYTES ((size_t)16 << 20) /* larger Trees: only their own digest is checked */
 
 /* A growable list of digests to check. */
@@ -261,11 +262,13 @@ static void update_action_result(rpc_call_t *call, void *state, const ProtobufCM
 			goto out;
 		for (size_t i = 0; i < l.n; i++)
 			nmiss += !present[i];
+		/* The detail travels in a trailer that peers cap at 8 KiB. */
+		size_t listed = nmiss < MAX_VIOLATIONS ? nmiss : MAX_VIOLATIONS;
 		if (nmiss > 0) {
 			Google__Rpc__PreconditionFailure pf = GOOGLE__RPC__PRECONDITION_FAILURE__INIT;
-			vs = calloc(nmiss, sizeof(*vs));
-			vps = calloc(nmiss, sizeof(*vps));
-			subjects = calloc(nmiss, sizeof(*subjects));
+			vs = calloc(listed, sizeof(*vs));
+			vps = calloc(listed, sizeof(*vps));
+			subjects = calloc(listed, sizeof(*subjects));
 			if (vs == NULL || vps == NULL || subjects == NULL) {
 				err = REAP_E_NOMEM;
 			} else {
@@ -276,6 +279,8 @@ static void update_action_result(rpc_call_t *call, void *state, const ProtobufCM
 					char hex[65];
 					if (present[i])
 						continue;
+					if (k == listed)
+						break;
 					reap_digest_hex(&l.d[i], hex);
 					snprintf(subjects[k], sizeof(subjects[k]), "blobs/%s/%lld", hex,
 						 (long long)l.d[i].size);
