@@ -1,0 +1,198 @@
+/*
+ * worker.h - the reap-worker daemon's parts: a CAS client, a local
+ * content-addressed file cache, input-root staging, the bubblewrap sandbox,
+ * output collection, and the lease loop that ties them together.
+ *
+ * Trust: everything an action produces is hostile. Input trees are checked
+ * before anything is written (no "..", no absolute or escaping names, no
+ * escaping symlinks); outputs are read with lstat/openat and never followed
+ * out of the root. Staged input files are hardlinks of cache files (read
+ * only); because an action could still chmod and rewrite a shared inode,
+ * every staged file's ctime is recorded, and after the action a changed
+ * ctime means the result is not cached and the cache entry is dropped.
+ */
+#ifndef REAP_WORKER_WORKER_H
+#define REAP_WORKER_WORKER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "build/bazel/remote/execution/v2/remote_execution.pb-c.h"
+#include "common/digest.h"
+#include "common/err.h"
+#include "rpc/rpc.h"
+
+#define WRK_RE(name) Build__Bazel__Remote__Execution__V2__##name
+
+/* ------------------------------------------------------------------ */
+/* CAS client (cas_client.c): blobs over plain REAPI, streamed.        */
+
+typedef struct wrk_cas wrk_cas_t;
+
+/** A client for the CAS at ch (borrowed) in instance; max_batch from Capabilities. */
+wrk_cas_t *wrk_cas_new(rpc_channel_t *ch, const char *instance, size_t max_batch);
+void wrk_cas_free(wrk_cas_t *c);
+
+/** Fetch a whole blob of at most max bytes into memory (Action, Command, Directory). */
+int wrk_cas_get(wrk_cas_t *c, const reap_digest_t *d, size_t max, void **data, size_t *len,
+		reap_errbuf_t *eb);
+
+/** Download blob d into the file fd (streamed, verified against d). REAP_E_NOT_FOUND if absent. */
+int wrk_cas_download(wrk_cas_t *c, const reap_digest_t *d, int fd, reap_errbuf_t *eb);
+
+/** Upload len bytes from memory (skipped if present). */
+int wrk_cas_put(wrk_cas_t *c, const void *data, size_t len, reap_digest_t *out,
+		reap_errbuf_t *eb);
+
+/** Upload the file at fd (hashing it first; streamed; skipped if present). out gets its digest. */
+int wrk_cas_put_file(wrk_cas_t *c, int fd, reap_digest_t *out, reap_errbuf_t *eb);
+
+/** Presence of n digests (FindMissingBlobs, batched). */
+int wrk_cas_find(wrk_cas_t *c, const reap_digest_t *ds, size_t n, bool *present,
+		 reap_errbuf_t *eb);
+
+/* ------------------------------------------------------------------ */
+/* File cache (cache.c): content-addressed files, bounded, LRU.        */
+
+typedef struct wrk_cache wrk_cache_t;
+
+/** Open (creating) the cache folder; capacity in bytes. Files left by a previous run are reused. */
+wrk_cache_t *wrk_cache_open(const char *dir, uint64_t capacity, reap_errbuf_t *eb);
+void wrk_cache_close(wrk_cache_t *cache);
+
+/**
+ * Make (d, executable) present in the cache, downloading it through cas if
+ * needed, and hardlink it to path (copying when a hardlink is impossible).
+ * The file is read-only (0444, or 0555 when executable). *ctime_ns gets the
+ * linked inode's ctime for the tamper check. REAP_E_NOT_FOUND when the CAS
+ * does not have it.
+ */
+int wrk_cache_link(wrk_cache_t *cache, wrk_cas_t *cas, const reap_digest_t *d, bool executable,
+		   const char *path, int64_t *ctime_ns, reap_errbuf_t *eb);
+
+/** Drop (d, executable) from the cache (used when a staged copy was tampered with). */
+void wrk_cache_forget(wrk_cache_t *cache, const reap_digest_t *d, bool executable);
+
+/* ------------------------------------------------------------------ */
+/* Staging (stage.c): build an input root from a Directory tree.       */
+
+/** One staged input file, for the tamper check after the action. */
+typedef struct wrk_staged_file {
+	char *path;        /* absolute path of the link in the exec root */
+	reap_digest_t digest;
+	bool executable;
+	int64_t ctime_ns;
+} wrk_staged_file_t;
+
+typedef struct wrk_staged {
+	wrk_staged_file_t *files;
+	size_t n;
+	/* blobs the CAS did not have, as "blobs/{hash}/{size}" subjects */
+	char **missing;
+	size_t n_missing;
+} wrk_staged_t;
+
+/**
+ * Stage the tree rooted at root into the empty folder dir. Every Directory
+ * is validated first: names must be single path components, sorted and
+ * unique; symlink targets must be relative and stay inside the root.
+ * Returns 0; REAP_E_PRECONDITION when blobs are missing (listed in
+ * out->missing); REAP_E_INVALID for a hostile or malformed tree.
+ */
+int wrk_stage(wrk_cache_t *cache, wrk_cas_t *cas, const reap_digest_t *root, const char *dir,
+	      wrk_staged_t *out, reap_errbuf_t *eb);
+
+/**
+ * After the action: true when every staged file still has its recorded
+ * ctime; each tampered file is dropped from the cache.
+ */
+bool wrk_staged_intact(wrk_cache_t *cache, const wrk_staged_t *s);
+
+void wrk_staged_destroy(wrk_staged_t *s);
+
+/* ------------------------------------------------------------------ */
+/* Outputs (outputs.c): collect and upload what the action produced.   */
+
+/**
+ * Fill ar's output_files, output_directories (Tree blobs uploaded) and
+ * output_symlinks from cmd's output_paths (or the legacy output_files and
+ * output_directories), relative to exec_root/cmd->working_directory. Files
+ * are uploaded as they are found. Paths that escape the root are refused;
+ * symlinks are recorded, never followed; absent outputs are omitted.
+ * ar's new fields are heap-allocated: free with wrk_result_free_outputs.
+ */
+int wrk_collect_outputs(wrk_cas_t *cas, const char *exec_root, const WRK_RE(Command) *cmd,
+			WRK_RE(ActionResult) *ar, reap_errbuf_t *eb);
+
+/** Free what wrk_collect_outputs (and stdout/stderr digests set by the loop) allocated. */
+void wrk_result_free_outputs(WRK_RE(ActionResult) *ar);
+
+/* ------------------------------------------------------------------ */
+/* Sandbox (sandbox.c): run one command under bubblewrap.              */
+
+/** Hard limits: a seam for the sandbox-hardening work; 0 = none. */
+typedef struct wrk_limits {
+	uint64_t memory_bytes;
+	uint64_t cpu_seconds;
+	uint64_t disk_bytes;
+	uint64_t pids;
+	uint64_t output_bytes;
+} wrk_limits_t;
+
+typedef struct wrk_sandbox_config {
+	const char *bwrap;                /* path to bwrap; NULL = "bwrap" from PATH */
+	const char *const *ro_paths;      /* host paths visible read-only (e.g. /usr, /bin, /lib, /lib64, /etc/alternatives) */
+	size_t n_ro_paths;
+	wrk_limits_t limits;
+} wrk_sandbox_config_t;
+
+typedef struct wrk_run_result {
+	int exit_code;      /* the command's exit status, or 128+signal */
+	bool timed_out;     /* killed at the deadline */
+	bool cancelled;     /* killed because *cancel became true */
+	int64_t start_ns, end_ns; /* CLOCK_REALTIME */
+} wrk_run_result_t;
+
+/**
+ * Run cmd (arguments, environment, working directory exactly as given)
+ * with exec_root as the only writable tree (mounted at /build inside),
+ * stdout and stderr to the files stdout_path and stderr_path, no network,
+ * new user/pid/ipc/uts namespaces, a fresh /tmp and /proc, and the whole
+ * process tree killed at timeout_ms (0 = none) or when *cancel turns true
+ * (polled). Returns 0 when the command ran (whatever its exit), or an error
+ * when it could not be started (REAP_E_INVALID for a bad Command).
+ */
+int wrk_sandbox_run(const wrk_sandbox_config_t *cfg, const char *exec_root,
+		    const WRK_RE(Command) *cmd, int64_t timeout_ms, const char *stdout_path,
+		    const char *stderr_path, volatile const bool *cancel, wrk_run_result_t *out,
+		    reap_errbuf_t *eb);
+
+/* ------------------------------------------------------------------ */
+/* The daemon (worker.c): the lease loop.                              */
+
+typedef struct wrk_config {
+	const char *scheduler;   /* host:port of the WorkerQueue service */
+	const char *cas;         /* host:port of the CAS (often the same) */
+	const char *name;        /* worker name */
+	const char *token;       /* bearer token for the scheduler and CAS, or NULL */
+	int slots;               /* actions at once; 0 = cores */
+	const char *work_dir;    /* per-action exec roots */
+	const char *cache_dir;   /* the file cache */
+	uint64_t cache_bytes;
+	int64_t default_timeout_ms; /* when the Action has none */
+	const char *const *platform; /* "name=value" properties offered */
+	size_t n_platform;
+	wrk_sandbox_config_t sandbox;
+} wrk_config_t;
+
+typedef struct wrk_daemon wrk_daemon_t;
+
+/** Start the slot threads. NULL with eb on failure. */
+wrk_daemon_t *wrk_daemon_start(const wrk_config_t *cfg, reap_errbuf_t *eb);
+
+/** Stop taking work, kill running actions, join. */
+void wrk_daemon_stop(wrk_daemon_t *d);
+
+#endif
