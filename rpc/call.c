@@ -12,7 +12,11 @@
  * the status is out (or the call failed) and both tags are back.
  *
  * All of this runs on the thread of the call's completion queue, so a call
- * needs no lock. Requests are decoded here, at the edge, and freed as soon
+ * needs no lock, with one exception: a deferred call may be woken from any
+ * thread. rpc_call_wake starts an empty batch (it completes at once, on the
+ * call's own queue, with t_wake); wake_mu guards the deferred/wake_inflight
+ * pair so each defer yields exactly one on_wake, whether from a wake or
+ * from the client going away. Requests are decoded here, at the edge, and freed as soon
  * as the callback returns. Nothing a peer sends can abort the process: bad
  * input ends the call with a status, a broken stream ends it with on_done
  * (ok = false).
@@ -45,6 +49,7 @@ typedef enum {
 	RPC_CB_MESSAGE,
 	RPC_CB_HALF_CLOSE,
 	RPC_CB_SENT,
+	RPC_CB_WAKE,
 } rpc_cb_t;
 
 struct rpc_call {
@@ -77,6 +82,10 @@ struct rpc_call {
 	rpc_tag_t t_req;
 	rpc_tag_t t_op;
 	rpc_tag_t t_close;
+	rpc_tag_t t_wake;
+	pthread_mutex_t wake_mu; /* guards deferred and wake_inflight */
+	bool deferred;        /* waiting for rpc_call_wake */
+	bool wake_inflight;   /* t_wake is in flight (not counted in tags) */
 	max_align_t hstate[]; /* the method's state_size bytes */
 };
 
@@ -106,6 +115,7 @@ static void rpc_call_release(rpc_call_t *c)
 		gpr_free(c->peer);
 	if (c->call != NULL)
 		grpc_call_unref(c->call);
+	pthread_mutex_destroy(&c->wake_mu);
 	free(c);
 	if (accepted)
 		rpc_server_call_end(s);
@@ -124,6 +134,8 @@ int rpc_call_request(rpc_server_t *s, rpc_cq_t *q, const rpc_reg_t *reg)
 	c->t_req = (rpc_tag_t){c, RPC_TAG_REQUEST};
 	c->t_op = (rpc_tag_t){c, RPC_TAG_OP};
 	c->t_close = (rpc_tag_t){c, RPC_TAG_CLOSE};
+	c->t_wake = (rpc_tag_t){c, RPC_TAG_WAKE};
+	pthread_mutex_init(&c->wake_mu, NULL);
 	c->status_msg = grpc_empty_slice();
 	atomic_init(&c->cancelled, false);
 	grpc_metadata_array_init(&c->md);
@@ -321,6 +333,10 @@ static void rpc_call_deliver(rpc_call_t *c, rpc_cb_t cb)
 		if (m->on_sent != NULL)
 			m->on_sent(c, c->hstate);
 		break;
+	case RPC_CB_WAKE:
+		if (m->on_wake != NULL)
+			m->on_wake(c, c->hstate);
+		break;
 	default:
 		break;
 	}
@@ -377,7 +393,14 @@ static void rpc_call_maybe_done(rpc_call_t *c)
 {
 	const rpc_method_t *m = c->reg->m;
 
+	bool waking;
+
 	if (c->st != RPC_CALL_CLOSING || c->tags != 0)
+		return;
+	pthread_mutex_lock(&c->wake_mu);
+	waking = c->wake_inflight;
+	pthread_mutex_unlock(&c->wake_mu);
+	if (waking)
 		return;
 	if (c->accepted && m->on_done != NULL) {
 		bool ok = c->own_finish && c->finish_ok && !c->failed &&
@@ -388,10 +411,37 @@ static void rpc_call_maybe_done(rpc_call_t *c)
 	rpc_call_release(c);
 }
 
+/* The client went away: a deferred call hears it through on_wake. */
+static void rpc_call_closed_while_deferred(rpc_call_t *c)
+{
+	bool deliver;
+
+	pthread_mutex_lock(&c->wake_mu);
+	deliver = c->deferred;
+	c->deferred = false;
+	pthread_mutex_unlock(&c->wake_mu);
+	if (deliver && c->st == RPC_CALL_ACTIVE)
+		rpc_call_deliver(c, RPC_CB_WAKE);
+}
+
+static void rpc_call_woken(rpc_call_t *c)
+{
+	pthread_mutex_lock(&c->wake_mu);
+	c->wake_inflight = false;
+	pthread_mutex_unlock(&c->wake_mu);
+	if (c->st == RPC_CALL_ACTIVE)
+		rpc_call_deliver(c, RPC_CB_WAKE);
+}
+
 void rpc_call_event(rpc_tag_t *tag, bool ok)
 {
 	rpc_call_t *c = tag->call;
 
+	if (tag->kind == RPC_TAG_WAKE) {
+		rpc_call_woken(c);
+		rpc_call_maybe_done(c);
+		return;
+	}
 	c->tags--;
 	switch (tag->kind) {
 	case RPC_TAG_REQUEST:
@@ -403,6 +453,7 @@ void rpc_call_event(rpc_tag_t *tag, bool ok)
 	case RPC_TAG_CLOSE:
 		if (!ok || c->close_cancelled)
 			atomic_store(&c->cancelled, true);
+		rpc_call_closed_while_deferred(c);
 		break;
 	case RPC_TAG_SHUTDOWN:
 	default:
@@ -444,6 +495,32 @@ void rpc_call_send(rpc_call_t *c, const ProtobufCMessage *msg)
 	ops[n].op = GRPC_OP_SEND_MESSAGE;
 	ops[n].data.send_message.send_message = c->send_buf;
 	rpc_call_start_ops(c, ops, n + 1, RPC_OP_SEND);
+}
+
+void rpc_call_defer(rpc_call_t *c)
+{
+	if (!rpc_call_claim(c, "defer"))
+		return;
+	pthread_mutex_lock(&c->wake_mu);
+	c->deferred = true;
+	pthread_mutex_unlock(&c->wake_mu);
+}
+
+void rpc_call_wake(rpc_call_t *c)
+{
+	pthread_mutex_lock(&c->wake_mu);
+	if (c->deferred) {
+		c->deferred = false;
+		c->wake_inflight = true;
+		if (grpc_call_start_batch(c->call, NULL, 0, &c->t_wake, NULL) != GRPC_CALL_OK) {
+			/* Cannot happen for an empty batch on a live call; the
+			 * close path still delivers on_wake when the call ends. */
+			c->wake_inflight = false;
+			c->deferred = true;
+			REAP_ERROR("rpc wake rejected", "path=\"%s\"", rpc_call_path(c));
+		}
+	}
+	pthread_mutex_unlock(&c->wake_mu);
 }
 
 void rpc_call_recv(rpc_call_t *c)

@@ -62,6 +62,9 @@ typedef struct rpc_method {
 	void (*on_half_close)(rpc_call_t *call, void *state);
 	/* server streaming: the previous rpc_call_send completed */
 	void (*on_sent)(rpc_call_t *call, void *state);
+	/* a deferred call was woken (rpc_call_wake), or its client went away
+	 * while it was deferred (then rpc_call_cancelled() is true) */
+	void (*on_wake)(rpc_call_t *call, void *state);
 	/* optional, always last, exactly once: release what state holds.
 	 * ok is true when the handler's own status (even an error status) was
 	 * delivered; false when the call failed, the client cancelled or the
@@ -147,6 +150,26 @@ void rpc_call_finish(rpc_call_t *call, const ProtobufCMessage *resp, int err, co
  */
 void rpc_call_finish_detail(rpc_call_t *call, int err, const char *msg,
 			    const ProtobufCMessage *detail);
+
+/**
+ * Issue nothing now: the call waits, holding no thread, until another
+ * thread calls rpc_call_wake() (or the client goes away); then on_wake runs
+ * on the call's own thread and must issue one operation as usual (it may
+ * defer again). Counts as the callback's one operation.
+ *
+ * Whoever may wake the call keeps its pointer under a lock of its own and
+ * calls rpc_call_wake under that lock; the handler must remove the call from
+ * there (under the same lock) before it finishes the call, so no wake ever
+ * reaches a freed call.
+ */
+void rpc_call_defer(rpc_call_t *call);
+
+/**
+ * From any thread: schedule on_wake of a deferred call. A call that is not
+ * deferred (already woken, or never deferred) ignores it, so waking twice is
+ * harmless.
+ */
+void rpc_call_wake(rpc_call_t *call);
 
 /* ---- status mapping (the one place) ---- */
 

@@ -49,6 +49,7 @@ typedef enum {
 	RPC_TAG_OP,          /* the call's one send/recv/finish batch completed */
 	RPC_TAG_CLOSE,       /* RECV_CLOSE_ON_SERVER completed */
 	RPC_TAG_SHUTDOWN,    /* grpc_server_shutdown_and_notify completed */
+	RPC_TAG_WAKE,        /* the empty batch of rpc_call_wake came back */
 } rpc_tag_kind_t;
 
 /* What goes through the completion queue: embedded in its owner. */

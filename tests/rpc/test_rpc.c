@@ -18,6 +18,7 @@
 #include <criterion/criterion.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -212,7 +213,59 @@ static void sum_done(rpc_call_t *call, void *state, bool ok)
 	on_done_count(call, state, ok);
 }
 
+/* ---- Wait: defers; a waker thread wakes it after size_bytes ms ---- */
+
+static pthread_mutex_t wait_mu = PTHREAD_MUTEX_INITIALIZER;
+static rpc_call_t *waiting; /* the deferred call, under wait_mu */
+static atomic_int wakes_seen, wake_cancelled;
+
+static void *waker(void *arg)
+{
+	sleep_ms((int)(intptr_t)arg);
+	pthread_mutex_lock(&wait_mu);
+	if (waiting != NULL) {
+		rpc_call_wake(waiting);
+		rpc_call_wake(waiting); /* a second wake is harmless */
+	}
+	pthread_mutex_unlock(&wait_mu);
+	return NULL;
+}
+
+static void wait_request(rpc_call_t *call, void *state, const ProtobufCMessage *m)
+{
+	const digest_t *req = (const digest_t *)m;
+	pthread_t t;
+
+	pthread_mutex_lock(&wait_mu);
+	waiting = call;
+	pthread_mutex_unlock(&wait_mu);
+	rpc_call_defer(call);
+	if (req->size_bytes >= 0 && pthread_create(&t, NULL, waker, (void *)(intptr_t)req->size_bytes) == 0)
+		pthread_detach(t);
+}
+
+static void wait_wake(rpc_call_t *call, void *state)
+{
+	digest_t resp = DIGEST_INIT;
+
+	pthread_mutex_lock(&wait_mu);
+	waiting = NULL;
+	pthread_mutex_unlock(&wait_mu);
+	atomic_fetch_add(&wakes_seen, 1);
+	if (rpc_call_cancelled(call))
+		atomic_fetch_add(&wake_cancelled, 1);
+	resp.hash = (char *)"woken";
+	resp.size_bytes = 42;
+	rpc_call_finish(call, &resp.base, REAP_OK, NULL);
+}
+
 static const rpc_method_t methods[] = {
+	{.path = "/reap.test.T/Wait",
+	 .kind = RPC_UNARY,
+	 .request = DIGEST_DESC,
+	 .on_request = wait_request,
+	 .on_wake = wait_wake,
+	 .on_done = on_done_count},
 	{.path = "/reap.test.T/Echo",
 	 .kind = RPC_UNARY,
 	 .request = DIGEST_DESC,
@@ -632,6 +685,45 @@ Test(rpc, cancel_client_stream)
 }
 
 /* ---- message limits ---- */
+
+Test(rpc, defer_and_wake)
+{
+	digest_t req = DIGEST_INIT;
+	ProtobufCMessage *resp = NULL;
+	rpc_status_t st;
+	long t0 = now_ms();
+
+	atomic_store(&wakes_seen, 0);
+	req.hash = (char *)"w";
+	req.size_bytes = 150; /* woken after 150 ms by another thread */
+	cr_assert_eq(rpc_unary(ch, "/reap.test.T/Wait", &req.base, DIGEST_DESC, &resp, &st, 5000), 0);
+	cr_assert_eq(st.code, ST_OK, "%s", st.msg);
+	cr_assert_str_eq(((digest_t *)resp)->hash, "woken");
+	cr_assert_geq(now_ms() - t0, 140);
+	cr_assert_eq(atomic_load(&wakes_seen), 1, "two wakes give one on_wake");
+	protobuf_c_message_free_unpacked(resp, NULL);
+	rpc_status_destroy(&st);
+	/* the server thread was free meanwhile: other calls went through */
+	cr_assert_eq(echo("x", NULL, 0, 2000), ST_OK);
+}
+
+Test(rpc, deferred_call_sees_cancel)
+{
+	digest_t req = DIGEST_INIT;
+	rpc_status_t st;
+	int before = atomic_load(&done_fail);
+
+	atomic_store(&wakes_seen, 0);
+	atomic_store(&wake_cancelled, 0);
+	req.hash = (char *)"w";
+	req.size_bytes = -1; /* nobody wakes it: only the deadline ends it */
+	cr_assert_eq(rpc_unary(ch, "/reap.test.T/Wait", &req.base, DIGEST_DESC, NULL, &st, 200), 0);
+	cr_assert_eq(st.code, ST_DEADLINE);
+	rpc_status_destroy(&st);
+	cr_assert_eq(wait_count(&wakes_seen, 1, 3000), 1, "on_wake ran when the client left");
+	cr_assert_eq(atomic_load(&wake_cancelled), 1);
+	cr_assert_geq(wait_count(&done_fail, before + 1, 3000), before + 1);
+}
 
 Test(rpc_limits, message_limits)
 {
