@@ -112,35 +112,27 @@ static void inline_blob(cas_service_t *svc, const RE(Digest) *pb, ProtobufCBinar
 	*budget -= len;
 }
 
-static void get_action_result(rpc_call_t *call, void *state, const ProtobufCMessage *m)
+int cas_ac_lookup(cas_service_t *svc, const char *instance, const reap_digest_t *action,
+		  RE(ActionResult) **out, reap_errbuf_t *eb)
 {
-	const RE(GetActionResultRequest) *req = (const void *)m;
-	cas_service_t *svc = rpc_call_ctx(call);
-	reap_errbuf_t eb = {{0}};
 	RE(ActionResult) *ar = NULL;
 	dlist_t l = {0};
 	bool *present = NULL, tree_missing = false;
-	reap_digest_t action;
 	void *data = NULL;
 	size_t len = 0;
 	int err;
 
-	err = cas_admit(svc, call, req->instance_name, strlen(req->instance_name),
-			req->digest_function, AUTH_AC_READ, NULL, &eb);
-	if (err == REAP_OK)
-		err = cas_digest_from_pb(req->action_digest, &action, &eb);
-	if (err != REAP_OK)
-		goto out;
-	err = cas_ac_get(svc->store, req->instance_name, &action, &data, &len);
+	*out = NULL;
+	err = cas_ac_get(svc->store, instance, action, &data, &len);
 	if (err != REAP_OK)
 		goto out;
 	ar = RE_FN(action_result__unpack)(NULL, len, data);
 	if (ar == NULL) {
-		REAP_WARN("ac entry unreadable", "instance=\"%s\"", req->instance_name);
+		REAP_WARN("ac entry unreadable", "instance=\"%s\"", instance);
 		err = REAP_E_NOT_FOUND;
 		goto out;
 	}
-	err = result_digests(svc, ar, true, &l, &tree_missing, &eb);
+	err = result_digests(svc, ar, true, &l, &tree_missing, eb);
 	if (err != REAP_OK || tree_missing) {
 		err = REAP_E_NOT_FOUND; /* an entry we cannot vouch for is no entry */
 		goto out;
@@ -151,16 +143,41 @@ static void get_action_result(rpc_call_t *call, void *state, const ProtobufCMess
 			goto out;
 		}
 		err = cas_store_find(svc->store, l.d, l.n, present);
+		for (size_t i = 0; err == REAP_OK && i < l.n; i++)
+			if (!present[i])
+				err = reap_errf(eb, REAP_E_NOT_FOUND,
+						"cached result references blobs no longer in the CAS");
 		if (err != REAP_OK)
 			goto out;
-		for (size_t i = 0; i < l.n; i++) {
-			if (!present[i]) {
-				err = reap_errf(&eb, REAP_E_NOT_FOUND,
-						"cached result references blobs no longer in the CAS");
-				goto out;
-			}
-		}
 	}
+	*out = ar;
+	ar = NULL;
+out:
+	if (ar != NULL)
+		RE_FN(action_result__free_unpacked)(ar, NULL);
+	free(present);
+	free(l.d);
+	free(data);
+	return err;
+}
+
+static void get_action_result(rpc_call_t *call, void *state, const ProtobufCMessage *m)
+{
+	const RE(GetActionResultRequest) *req = (const void *)m;
+	cas_service_t *svc = rpc_call_ctx(call);
+	reap_errbuf_t eb = {{0}};
+	RE(ActionResult) *ar = NULL;
+	reap_digest_t action;
+	int err;
+
+	err = cas_admit(svc, call, req->instance_name, strlen(req->instance_name),
+			req->digest_function, AUTH_AC_READ, NULL, &eb);
+	if (err == REAP_OK)
+		err = cas_digest_from_pb(req->action_digest, &action, &eb);
+	if (err == REAP_OK)
+		err = cas_ac_lookup(svc, req->instance_name, &action, &ar, &eb);
+	if (err != REAP_OK)
+		goto out;
 	size_t budget = svc->inline_budget;
 	if (req->inline_stdout)
 		inline_blob(svc, ar->stdout_digest, &ar->stdout_raw, &budget);
@@ -172,18 +189,15 @@ static void get_action_result(rpc_call_t *call, void *state, const ProtobufCMess
 				inline_blob(svc, ar->output_files[i]->digest,
 					    &ar->output_files[i]->contents, &budget);
 out:
-	cas_finish(call, &ar->base, err, &eb);
+	cas_finish(call, ar != NULL ? &ar->base : NULL, err, &eb);
 	if (ar != NULL)
 		RE_FN(action_result__free_unpacked)(ar, NULL); /* frees inlined data too */
-	free(present);
-	free(l.d);
-	free(data);
 }
 
 /*
  * Move inline raw bytes into the CAS: the entry then stores only digests.
- * raw's length is zeroed so it is not packed; its memory stays owned by the
- * request. A digest pointed at slot must be reset before the request is freed.
+ * raw's length is zeroed so it is not packed (its memory stays with its
+ * owner); a digest pointed at slot must be reset by the caller afterwards.
  */
 static int spill_raw(cas_service_t *svc, ProtobufCBinaryData *raw, RE(Digest) **digest,
 		     RE(Digest) *slot, char hex[65], reap_errbuf_t *eb)
@@ -205,54 +219,50 @@ static int spill_raw(cas_service_t *svc, ProtobufCBinaryData *raw, RE(Digest) **
 	return REAP_OK;
 }
 
-static void update_action_result(rpc_call_t *call, void *state, const ProtobufCMessage *m)
+/* Shape checks, then the digests the result references (into l). */
+static int result_check(cas_service_t *svc, RE(ActionResult) *ar, dlist_t *l, reap_errbuf_t *eb)
 {
-	const RE(UpdateActionResultRequest) *req = (const void *)m;
-	cas_service_t *svc = rpc_call_ctx(call);
-	reap_errbuf_t eb = {{0}};
-	RE(ActionResult) *ar = req->action_result;
-	RE(Digest) *orig_out = ar ? ar->stdout_digest : NULL, *orig_err = ar ? ar->stderr_digest : NULL;
-	RE(Digest) out_slot, err_slot;
-	char out_hex[65], err_hex[65];
-	dlist_t l = {0};
-	bool *present = NULL, tree_missing = false;
-	reap_digest_t action;
-	uint8_t *packed = NULL;
-	int err;
-
-	err = cas_admit(svc, call, req->instance_name, strlen(req->instance_name),
-			req->digest_function, AUTH_AC_WRITE, NULL, &eb);
-	if (err == REAP_OK)
-		err = cas_digest_from_pb(req->action_digest, &action, &eb);
-	if (err != REAP_OK)
-		goto out;
-	if (ar == NULL) {
-		err = reap_errf(&eb, REAP_E_INVALID, "action_result is missing");
-		goto out;
-	}
-	err = spill_raw(svc, &ar->stdout_raw, &ar->stdout_digest, &out_slot, out_hex, &eb);
-	if (err == REAP_OK)
-		err = spill_raw(svc, &ar->stderr_raw, &ar->stderr_digest, &err_slot, err_hex, &eb);
+	bool tree_missing;
+	int err = REAP_OK;
 	for (size_t i = 0; i < ar->n_output_files; i++) {
 		if (err == REAP_OK && ar->output_files[i]->path[0] == '\0')
-			err = reap_errf(&eb, REAP_E_INVALID, "an output file has an empty path");
+			err = reap_errf(eb, REAP_E_INVALID, "an output file has an empty path");
 		ar->output_files[i]->contents.len = 0; /* stored by digest only */
 	}
 	for (size_t i = 0; err == REAP_OK && i < ar->n_output_directories; i++)
 		if (ar->output_directories[i]->tree_digest == NULL)
-			err = reap_errf(&eb, REAP_E_INVALID, "output directory '%.64s' has no tree_digest",
+			err = reap_errf(eb, REAP_E_INVALID, "output directory '%.64s' has no tree_digest",
 					ar->output_directories[i]->path);
 	if (err == REAP_OK)
-		err = result_digests(svc, ar, false, &l, &tree_missing, &eb);
-	if (err != REAP_OK) {
-		if (err != REAP_E_NOMEM)
-			err = REAP_E_INVALID;
+		err = result_digests(svc, ar, false, l, &tree_missing, eb);
+	if (err != REAP_OK && err != REAP_E_NOMEM)
+		err = REAP_E_INVALID;
+	return err;
+}
+
+int cas_ac_write(cas_service_t *svc, const char *instance, const reap_digest_t *action,
+		 RE(ActionResult) *ar, reap_digest_t **missing, size_t *n_missing,
+		 reap_errbuf_t *eb)
+{
+	RE(Digest) *orig_out = ar->stdout_digest, *orig_err = ar->stderr_digest;
+	RE(Digest) out_slot, err_slot;
+	char out_hex[65], err_hex[65];
+	dlist_t l = {0};
+	bool *present = NULL;
+	uint8_t *packed = NULL;
+	size_t nmiss = 0;
+	int err;
+
+	*missing = NULL;
+	*n_missing = 0;
+	err = spill_raw(svc, &ar->stdout_raw, &ar->stdout_digest, &out_slot, out_hex, eb);
+	if (err == REAP_OK)
+		err = spill_raw(svc, &ar->stderr_raw, &ar->stderr_digest, &err_slot, err_hex, eb);
+	if (err == REAP_OK)
+		err = result_check(svc, ar, &l, eb);
+	if (err != REAP_OK)
 		goto out;
-	}
 	if (l.n > 0) {
-		Google__Rpc__PreconditionFailure__Violation *vs = NULL, **vps = NULL;
-		char (*subjects)[96] = NULL;
-		size_t nmiss = 0;
 		if ((present = malloc(l.n * sizeof(*present))) == NULL) {
 			err = REAP_E_NOMEM;
 			goto out;
@@ -261,48 +271,14 @@ static void update_action_result(rpc_call_t *call, void *state, const ProtobufCM
 		if (err != REAP_OK)
 			goto out;
 		for (size_t i = 0; i < l.n; i++)
-			nmiss += !present[i];
-		/* The detail travels in a trailer that peers cap at 8 KiB. */
-		size_t listed = nmiss < MAX_VIOLATIONS ? nmiss : MAX_VIOLATIONS;
+			if (!present[i])
+				l.d[nmiss++] = l.d[i];
 		if (nmiss > 0) {
-			Google__Rpc__PreconditionFailure pf = GOOGLE__RPC__PRECONDITION_FAILURE__INIT;
-			vs = calloc(listed, sizeof(*vs));
-			vps = calloc(listed, sizeof(*vps));
-			subjects = calloc(listed, sizeof(*subjects));
-			if (vs == NULL || vps == NULL || subjects == NULL) {
-				err = REAP_E_NOMEM;
-			} else {
-				size_t k = 0;
-				for (size_t i = 0; i < l.n; i++) {
-					Google__Rpc__PreconditionFailure__Violation v =
-						GOOGLE__RPC__PRECONDITION_FAILURE__VIOLATION__INIT;
-					char hex[65];
-					if (present[i])
-						continue;
-					if (k == listed)
-						break;
-					reap_digest_hex(&l.d[i], hex);
-					snprintf(subjects[k], sizeof(subjects[k]), "blobs/%s/%lld", hex,
-						 (long long)l.d[i].size);
-					v.type = (char *)"MISSING";
-					v.subject = subjects[k];
-					vs[k] = v;
-					vps[k] = &vs[k];
-					k++;
-				}
-				pf.n_violations = k;
-				pf.violations = vps;
-				snprintf(eb.msg, sizeof(eb.msg),
-					 "%zu blob(s) the result references are not in the CAS", nmiss);
-				rpc_call_finish_detail(call, REAP_E_PRECONDITION, eb.msg, &pf.base);
-			}
-			free(subjects);
-			free(vps);
-			free(vs);
-			if (err == REAP_OK) {
-				err = REAP_E_PRECONDITION;
-				goto done; /* already finished with details */
-			}
+			*missing = l.d;
+			*n_missing = nmiss;
+			l.d = NULL;
+			err = reap_errf(eb, REAP_E_PRECONDITION,
+					"%zu blob(s) the result references are not in the CAS", nmiss);
 			goto out;
 		}
 	}
@@ -312,24 +288,96 @@ static void update_action_result(rpc_call_t *call, void *state, const ProtobufCM
 		goto out;
 	}
 	RE_FN(action_result__pack)(ar, packed);
-	err = cas_ac_put(svc->store, req->instance_name, &action, packed, len, &eb);
+	err = cas_ac_put(svc->store, instance, action, packed, len, eb);
 	if (err == REAP_OK) {
 		char hex[65];
-		reap_digest_hex(&action, hex);
-		REAP_INFO("ac write", "instance=\"%s\" action=%s/%lld peer=%s", req->instance_name,
-			  hex, (long long)action.size, rpc_call_peer(call));
+		reap_digest_hex(action, hex);
+		REAP_INFO("ac write", "instance=\"%s\" action=%s/%lld", instance, hex,
+			  (long long)action->size);
 	}
 out:
-	cas_finish(call, &ar->base, err, &eb);
-done:
-	if (ar != NULL) {
-		/* The request is the framework's: undo the slots before it is freed. */
-		ar->stdout_digest = orig_out;
-		ar->stderr_digest = orig_err;
-	}
+	/* The result is the caller's: undo the slots. */
+	ar->stdout_digest = orig_out;
+	ar->stderr_digest = orig_err;
 	free(packed);
 	free(present);
 	free(l.d);
+	return err;
+}
+
+Google__Rpc__PreconditionFailure *cas_precondition_new(const reap_digest_t *ds, size_t n)
+{
+	size_t listed = n < MAX_VIOLATIONS ? n : MAX_VIOLATIONS;
+	Google__Rpc__PreconditionFailure *pf = malloc(sizeof(*pf));
+	Google__Rpc__PreconditionFailure__Violation **vps = calloc(listed + 1, sizeof(*vps));
+	if (pf == NULL || vps == NULL)
+		goto fail;
+	google__rpc__precondition_failure__init(pf);
+	pf->violations = vps;
+	for (size_t i = 0; i < listed; i++) {
+		Google__Rpc__PreconditionFailure__Violation *v = malloc(sizeof(*v));
+		char hex[65], subject[96];
+		if (v == NULL)
+			goto fail;
+		google__rpc__precondition_failure__violation__init(v);
+		vps[i] = v;
+		pf->n_violations = i + 1;
+		reap_digest_hex(&ds[i], hex);
+		snprintf(subject, sizeof(subject), "blobs/%s/%lld", hex, (long long)ds[i].size);
+		v->type = strdup("MISSING");
+		v->subject = strdup(subject);
+		if (v->type == NULL || v->subject == NULL)
+			goto fail;
+	}
+	return pf;
+fail:
+	if (pf != NULL)
+		pf->violations = vps;
+	else
+		free(vps);
+	cas_precondition_free(pf);
+	return NULL;
+}
+
+void cas_precondition_free(Google__Rpc__PreconditionFailure *pf)
+{
+	if (pf == NULL)
+		return;
+	for (size_t i = 0; i < pf->n_violations; i++) {
+		free(pf->violations[i]->type);
+		free(pf->violations[i]->subject);
+		free(pf->violations[i]);
+	}
+	free(pf->violations);
+	free(pf);
+}
+
+static void update_action_result(rpc_call_t *call, void *state, const ProtobufCMessage *m)
+{
+	const RE(UpdateActionResultRequest) *req = (const void *)m;
+	cas_service_t *svc = rpc_call_ctx(call);
+	reap_errbuf_t eb = {{0}};
+	RE(ActionResult) *ar = req->action_result;
+	reap_digest_t action, *missing = NULL;
+	size_t n_missing = 0;
+	int err;
+
+	err = cas_admit(svc, call, req->instance_name, strlen(req->instance_name),
+			req->digest_function, AUTH_AC_WRITE, NULL, &eb);
+	if (err == REAP_OK)
+		err = cas_digest_from_pb(req->action_digest, &action, &eb);
+	if (err == REAP_OK && ar == NULL)
+		err = reap_errf(&eb, REAP_E_INVALID, "action_result is missing");
+	if (err == REAP_OK)
+		err = cas_ac_write(svc, req->instance_name, &action, ar, &missing, &n_missing, &eb);
+	if (err == REAP_E_PRECONDITION && n_missing > 0) {
+		Google__Rpc__PreconditionFailure *pf = cas_precondition_new(missing, n_missing);
+		rpc_call_finish_detail(call, err, eb.msg, pf != NULL ? &pf->base : NULL);
+		cas_precondition_free(pf);
+	} else {
+		cas_finish(call, ar != NULL ? &ar->base : NULL, err, &eb);
+	}
+	free(missing);
 }
 
 void cas_ac_methods(cas_service_t *svc)

@@ -22,6 +22,8 @@
 #include "common/digest.h"
 #include "common/err.h"
 #include "common/instance.h"
+#include "build/bazel/remote/execution/v2/remote_execution.pb-c.h"
+#include "google/rpc/error_details.pb-c.h"
 #include "rpc/rpc.h"
 
 typedef struct cas_service cas_service_t;
@@ -45,6 +47,45 @@ const rpc_method_t *cas_service_methods(cas_service_t *svc, size_t *n);
 
 /** The batch limit advertised in Capabilities (safely below the receive limit). */
 size_t cas_service_max_batch(const cas_service_t *svc);
+
+/* ---- for the scheduler: the same checks its clients' requests get ---- */
+
+/**
+ * The one admission step of every RPC: the instance name must be accepted,
+ * the digest function (0 where the request has none) supported, the caller
+ * identified from the call, and allowed perm. Fills id (may be NULL).
+ */
+int cas_admit(cas_service_t *svc, rpc_call_t *call, const char *instance, size_t len,
+	      int digest_function, auth_perm_t perm, auth_identity_t *id, reap_errbuf_t *eb);
+
+/**
+ * The ActionCache entry for (instance, action), only if every blob it
+ * references is still stored (else REAP_E_NOT_FOUND). Free *out with
+ * build__bazel__remote__execution__v2__action_result__free_unpacked.
+ */
+int cas_ac_lookup(cas_service_t *svc, const char *instance, const reap_digest_t *action,
+		  Build__Bazel__Remote__Execution__V2__ActionResult **out, reap_errbuf_t *eb);
+
+/**
+ * Validate and store an ActionResult (no authorization here: callers have
+ * decided). Inline stdout/stderr bytes move into the CAS. When referenced
+ * blobs are missing: REAP_E_PRECONDITION with them in *missing (malloc'd,
+ * caller frees). ar is restored before returning.
+ */
+int cas_ac_write(cas_service_t *svc, const char *instance, const reap_digest_t *action,
+		 Build__Bazel__Remote__Execution__V2__ActionResult *ar, reap_digest_t **missing,
+		 size_t *n_missing, reap_errbuf_t *eb);
+
+/** A PreconditionFailure listing (the first few of) ds as MISSING "blobs/{hash}/{size}". */
+Google__Rpc__PreconditionFailure *cas_precondition_new(const reap_digest_t *ds, size_t n);
+void cas_precondition_free(Google__Rpc__PreconditionFailure *pf);
+
+/** Digest from its protobuf form (NULL is an error). */
+int cas_digest_from_pb(const Build__Bazel__Remote__Execution__V2__Digest *pb, reap_digest_t *out,
+		       reap_errbuf_t *eb);
+
+/** The store behind the services. */
+cas_store_t *cas_service_store(const cas_service_t *svc);
 
 /* ---- ByteStream resource names ---- */
 

@@ -33,20 +33,10 @@ struct cas_service {
 	size_t n_uploads;
 };
 
-/**
- * The one admission step of every RPC: the instance name must be accepted,
- * the digest function (0 where the request has none) supported, the caller
- * identified, and allowed perm. Fills id (may be NULL).
- */
-int cas_admit(cas_service_t *svc, rpc_call_t *call, const char *instance, size_t len,
-	      int digest_function, auth_perm_t perm, auth_identity_t *id, reap_errbuf_t *eb);
-
 /** Finish a call: resp with OK, or err with eb's message (resp ignored). */
 void cas_finish(rpc_call_t *call, const ProtobufCMessage *resp, int err,
 		const reap_errbuf_t *eb);
 
-/** Digest from its protobuf form (NULL is an error). */
-int cas_digest_from_pb(const RE(Digest) *pb, reap_digest_t *out, reap_errbuf_t *eb);
 
 /** Fill pb (hash buffer of 65 bytes owned by the caller) from d. */
 void cas_digest_to_pb(const reap_digest_t *d, RE(Digest) *pb, char hex[65]);

@@ -65,6 +65,11 @@ const rpc_method_t *cas_service_methods(cas_service_t *svc, size_t *n)
 	return svc->methods;
 }
 
+cas_store_t *cas_service_store(const cas_service_t *svc)
+{
+	return svc->store;
+}
+
 size_t cas_service_max_batch(const cas_service_t *svc)
 {
 	return svc->max_batch;
