@@ -2,8 +2,9 @@
  * auth.h - who is calling, and what they may do.
  *
  * This is the single authorization choke point every RPC goes through
- * before doing work. For now identities are anonymous and the policy is one
- * setting naming who may write the ActionCache; the identity-and-trust work
+ * before doing work. For now a caller is anonymous, or a worker when it
+ * presents the workers' shared secret, and the policy is one setting naming
+ * who may write the ActionCache; the identity-and-trust work
  * (mTLS, JWT, per-tenant policy) replaces the inside of this module without
  * changing how services call it.
  *
@@ -23,6 +24,7 @@ typedef enum {
 	AUTH_AC_WRITE = 1 << 3,
 	AUTH_EXECUTE = 1 << 4,
 	AUTH_ADMIN = 1 << 5,
+	AUTH_WORK = 1 << 6, /* take leases from the WorkerQueue */
 } auth_perm_t;
 
 typedef enum {
@@ -41,7 +43,15 @@ typedef enum {
 
 typedef struct auth_config {
 	auth_ac_writers_t ac_writers;
+	/*
+	 * The workers' shared secret: a caller presenting "Bearer <token>" is a
+	 * worker. Interim, until per-worker identities; NULL = no workers.
+	 */
+	const char *worker_token;
 } auth_config_t;
+
+/** A new random worker token (64 hex chars + NUL) from the OS random source. */
+int auth_token_generate(char out[65]);
 
 typedef struct auth_policy auth_policy_t;
 
