@@ -4,11 +4,15 @@
  * then drains calls in flight and closes the store cleanly.
  * Wiring only: all behaviour lives in the modules.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "auth/auth.h"
 #include "cas/cas.h"
@@ -16,6 +20,7 @@
 #include "common/instance.h"
 #include "common/log.h"
 #include "rpc/rpc.h"
+#include "scheduler/sched.h"
 
 typedef struct reapd_opts {
 	const char *listen;
@@ -30,6 +35,8 @@ typedef struct reapd_opts {
 	const char **instances;
 	size_t n_instances;
 	bool no_sync;
+	const char *worker_token_file;
+	int64_t lease_ttl_ms;
 } reapd_opts_t;
 
 static void usage(FILE *f)
@@ -45,6 +52,9 @@ static void usage(FILE *f)
 		"  --instances A,B,...  accepted instance names; \"*\" = any (default *)\n"
 		"  --ac-writers WHO     none | anonymous (default none)\n"
 		"  --log-level LEVEL    debug | info | warn | error (default info)\n"
+		"  --worker-token-file F  the workers' shared secret (default DATA/worker.token,\n"
+		"                       created 0600 if missing); reap-worker --token-file F\n"
+		"  --lease-ttl MS       a worker lease not renewed this long is re-queued (default 30000)\n"
 		"  --no-sync            do not fsync blob files (benchmarks only)\n");
 }
 
@@ -66,13 +76,48 @@ static int load_file(const char *path, reapd_opts_t *o, reap_config_t **cfgp, re
 	    (err = reap_config_int(c, "grace_ms", 0, 3600000, &o->grace_ms, eb)) ||
 	    (err = reap_config_string(c, "ac_writers", &o->ac_writers, eb)) ||
 	    (err = reap_config_string(c, "log_level", &o->log_level, eb)) ||
-	    (err = reap_config_strings(c, "instances", &o->instances, &o->n_instances, eb)))
+	    (err = reap_config_strings(c, "instances", &o->instances, &o->n_instances, eb)) ||
+	    (err = reap_config_string(c, "worker_token_file", &o->worker_token_file, eb)) ||
+	    (err = reap_config_int(c, "lease_ttl_ms", 1000, 3600000, &o->lease_ttl_ms, eb)))
 		return err;
 	v = o->no_sync;
 	if ((err = reap_config_int(c, "no_sync", 0, 1, &v, eb)))
 		return err;
 	o->no_sync = v != 0;
 	return reap_config_check_unknown(c, eb);
+}
+
+/*
+ * The workers' shared secret: read from path, or created there (0600, from
+ * the OS random source) when it does not exist yet.
+ */
+static int load_worker_token(const char *path, char out[65], reap_errbuf_t *eb)
+{
+	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	ssize_t n;
+	if (fd < 0 && errno == ENOENT) {
+		if (auth_token_generate(out) != REAP_OK)
+			return reap_errf(eb, REAP_E_INTERNAL, "cannot generate a worker token");
+		fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+		if (fd < 0 || write(fd, out, 64) != 64 || write(fd, "\n", 1) != 1) {
+			int e = errno;
+			if (fd >= 0)
+				close(fd);
+			return reap_errf(eb, REAP_E_IO, "cannot write %s: %s", path, strerror(e));
+		}
+		close(fd);
+		return REAP_OK;
+	}
+	if (fd < 0)
+		return reap_errf(eb, REAP_E_IO, "cannot read %s: %s", path, strerror(errno));
+	n = read(fd, out, 64);
+	close(fd);
+	if (n < 16)
+		return reap_errf(eb, REAP_E_INVALID, "%s holds no usable token (at least 16 bytes)", path);
+	out[n] = '\0';
+	out[strcspn(out, " \t\r\n")] = '\0';
+	return strlen(out) < 16 ? reap_errf(eb, REAP_E_INVALID, "%s holds no usable token", path)
+				: REAP_OK;
 }
 
 /* Split a comma list into a new NULL-terminated array pointing into s (modified). */
@@ -98,6 +143,8 @@ int main(int argc, char **argv)
 		{"threads", required_argument, NULL, 't'}, {"max-message", required_argument, NULL, 'm'},
 		{"instances", required_argument, NULL, 'i'}, {"ac-writers", required_argument, NULL, 'w'},
 		{"log-level", required_argument, NULL, 'L'}, {"no-sync", no_argument, NULL, 'S'},
+		{"worker-token-file", required_argument, NULL, 'W'},
+		{"lease-ttl", required_argument, NULL, 'T'},
 		{"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0},
 	};
 	reapd_opts_t o = {.listen = "127.0.0.1:8980", .data = "reap-data",
@@ -110,7 +157,9 @@ int main(int argc, char **argv)
 	auth_policy_t *policy = NULL;
 	cas_store_t *store = NULL;
 	cas_service_t *cas = NULL;
+	sched_t *sched = NULL;
 	rpc_server_t *server = NULL;
+	char token[65] = "", token_path[4096];
 	reap_errbuf_t eb = {{0}};
 	auth_config_t acfg = {0};
 	sigset_t sigs;
@@ -147,6 +196,8 @@ int main(int argc, char **argv)
 		case 'w': o.ac_writers = optarg; break;
 		case 'L': o.log_level = optarg; break;
 		case 'S': o.no_sync = true; break;
+		case 'W': o.worker_token_file = optarg; break;
+		case 'T': o.lease_ttl_ms = atoll(optarg); break;
 		case 'h': usage(stdout); rc = 0; goto out;
 		default: usage(stderr); rc = 2; goto out;
 		}
@@ -173,7 +224,7 @@ int main(int argc, char **argv)
 	}
 	instances = o.n_instances > 0 ? reap_instances_new(o.instances, o.n_instances, &eb)
 				      : reap_instances_new(default_instances, 1, &eb);
-	if (instances == NULL || (policy = auth_policy_new(&acfg)) == NULL)
+	if (instances == NULL)
 		goto out;
 
 	/* Signals are taken synchronously by this thread; every other thread blocks them. */
@@ -187,6 +238,15 @@ int main(int argc, char **argv)
 				   .inline_max = (size_t)o.inline_max, .no_sync = o.no_sync};
 	if ((store = cas_store_open(&scfg, &eb)) == NULL)
 		goto out;
+	if (o.worker_token_file == NULL)
+		snprintf(token_path, sizeof(token_path), "%s/worker.token", o.data);
+	else
+		snprintf(token_path, sizeof(token_path), "%s", o.worker_token_file);
+	if (load_worker_token(token_path, token, &eb) != REAP_OK)
+		goto out;
+	acfg.worker_token = token;
+	if ((policy = auth_policy_new(&acfg)) == NULL)
+		goto out;
 	rpc_server_config_t rcfg = {.listen = o.listen, .threads = (int)o.threads,
 				    .max_recv_bytes = o.max_msg, .max_send_bytes = o.max_msg};
 	if ((server = rpc_server_new(&rcfg, &eb)) == NULL)
@@ -198,9 +258,14 @@ int main(int argc, char **argv)
 		reap_errf(&eb, REAP_E_NOMEM, "out of memory");
 		goto out;
 	}
-	size_t n;
+	sched_config_t sc = {.lease_ttl_ms = o.lease_ttl_ms};
+	if ((sched = sched_new(cas, &sc, &eb)) == NULL)
+		goto out;
+	size_t n, ns;
 	const rpc_method_t *methods = cas_service_methods(cas, &n);
+	const rpc_method_t *smethods = sched_methods(sched, &ns);
 	if (rpc_server_add_methods(server, methods, n) != REAP_OK ||
+	    rpc_server_add_methods(server, smethods, ns) != REAP_OK ||
 	    rpc_server_start(server, &port, &eb) != REAP_OK)
 		goto out;
 	REAP_INFO("serving", "listen=%s port=%d data=%s capacity=%llu ac_writers=%s", o.listen,
@@ -216,7 +281,8 @@ int main(int argc, char **argv)
 out:
 	if (rc == 1 && eb.msg[0] != '\0')
 		fprintf(stderr, "reapd: %s\n", eb.msg);
-	rpc_server_free(server);
+	rpc_server_free(server); /* first: no call may still reach the services */
+	sched_free(sched);
 	cas_service_free(cas);
 	cas_store_close(store);
 	auth_policy_free(policy);
@@ -225,6 +291,7 @@ out:
 		free(o.instances);
 	free(flag_instances);
 	reap_config_free(cfg);
+	memset(token, 0, sizeof(token));
 	if (rc == 0)
 		REAP_INFO("stopped", "%s", "");
 	return rc;

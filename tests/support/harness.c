@@ -12,7 +12,7 @@ static void start_server(th_server_t *t)
 {
 	reap_errbuf_t eb = {{0}};
 	const th_opts_t *o = &t->opts;
-	auth_config_t acfg = {.ac_writers = o->ac_writers};
+	auth_config_t acfg = {.ac_writers = o->ac_writers, .worker_token = o->worker_token};
 	cas_store_config_t scfg = {.path = t->dir, .capacity_bytes = o->capacity,
 				   .inline_max = o->inline_max ? o->inline_max : 64 << 10,
 				   .no_sync = true};
@@ -38,6 +38,13 @@ static void start_server(th_server_t *t)
 	size_t n;
 	const rpc_method_t *ms = cas_service_methods(t->cas, &n);
 	cr_assert_eq(rpc_server_add_methods(t->server, ms, n), 0);
+	if (o->scheduler) {
+		sched_config_t sc = {.lease_ttl_ms = o->lease_ttl_ms, .max_attempts = o->max_attempts};
+		t->sched = sched_new(t->cas, &sc, &eb);
+		cr_assert_not_null(t->sched, "scheduler: %s", eb.msg);
+		ms = sched_methods(t->sched, &n);
+		cr_assert_eq(rpc_server_add_methods(t->server, ms, n), 0);
+	}
 	cr_assert_eq(rpc_server_start(t->server, &t->port, &eb), 0, "start: %s", eb.msg);
 	snprintf(target, sizeof(target), "127.0.0.1:%d", t->port);
 	t->ch = rpc_channel_new(target, 0);
@@ -49,6 +56,8 @@ static void stop_server(th_server_t *t)
 	rpc_channel_free(t->ch);
 	rpc_server_shutdown(t->server, 2000);
 	rpc_server_free(t->server);
+	sched_free(t->sched);
+	t->sched = NULL;
 	cas_service_free(t->cas);
 	cas_store_close(t->store);
 	auth_policy_free(t->policy);

@@ -16,6 +16,7 @@
 #include "google/rpc/error_details.pb-c.h"
 #include "google/rpc/status.pb-c.h"
 #include "rpc/rpc.h"
+#include "scheduler/sched.h"
 
 typedef struct th_opts {
 	auth_ac_writers_t ac_writers;
@@ -24,6 +25,10 @@ typedef struct th_opts {
 	size_t max_msg;      /* 0 = 4 MiB */
 	size_t inline_max;   /* 0 = 64 KiB, so tests reach the file path cheaply */
 	uint64_t capacity;   /* 0 = unlimited */
+	bool scheduler;      /* also serve Execution, Operations and WorkerQueue */
+	const char *worker_token; /* the workers' secret (NULL: none) */
+	int64_t lease_ttl_ms;
+	int max_attempts;
 } th_opts_t;
 
 typedef struct th_server {
@@ -32,6 +37,7 @@ typedef struct th_server {
 	auth_policy_t *policy;
 	reap_instances_t *instances;
 	cas_service_t *cas;
+	sched_t *sched;
 	rpc_server_t *server;
 	rpc_channel_t *ch;
 	int port;

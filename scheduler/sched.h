@@ -1,0 +1,61 @@
+/*
+ * sched.h - the scheduler: Execution and Operations for clients, and the
+ * WorkerQueue workers pull leases from.
+ *
+ * Execute looks the action up in the ActionCache first (unless
+ * skip_cache_lookup), checks that the Action, Command and input root are
+ * stored, and queues an operation by priority. Identical actions (same
+ * instance, same action digest) in flight are merged: every waiter of the
+ * operation gets the one result. Waiting streams hold no thread: each
+ * stage change wakes every waiter, which sends the new state.
+ *
+ * Workers long-poll with their platform; an operation goes only to a worker
+ * whose platform offers every property the action asks for. A lease that is
+ * not renewed in time is re-queued, up to max_attempts, then the operation
+ * fails UNAVAILABLE. The result a worker reports through its lease is
+ * written to the ActionCache here (successful, cacheable results only) —
+ * never through the client-facing UpdateActionResult.
+ *
+ * Threading: one mutex guards all scheduler state; a timer thread expires
+ * leases, long-polls and finished operations.
+ */
+#ifndef REAP_SCHEDULER_SCHED_H
+#define REAP_SCHEDULER_SCHED_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "auth/auth.h"
+#include "cas/cas.h"
+#include "common/err.h"
+#include "rpc/rpc.h"
+
+typedef struct sched sched_t;
+
+typedef struct sched_config {
+	int64_t lease_ttl_ms;       /* a lease not renewed for this long expires; 0 = 30 s */
+	int max_attempts;           /* leases per operation before it fails; 0 = 3 */
+	int64_t keep_done_ms;       /* finished operations stay visible this long; 0 = 10 min */
+	int64_t worker_gone_ms;     /* a worker silent this long no longer counts; 0 = 60 s */
+	int64_t max_poll_ms;        /* longest long-poll; 0 = 30 s */
+} sched_config_t;
+
+/** New scheduler over the cache services (borrowed). Starts its timer thread. */
+sched_t *sched_new(cas_service_t *cas, const sched_config_t *cfg, reap_errbuf_t *eb);
+
+/** Stop the timer thread and free. Call after the rpc server has shut down. NULL is a no-op. */
+void sched_free(sched_t *s);
+
+/** The rpc methods: Execution, Operations and reap.v1.WorkerQueue (owned by s). */
+const rpc_method_t *sched_methods(sched_t *s, size_t *n);
+
+/* ---- platform matching (exposed for tests) ---- */
+
+/**
+ * True when the offered properties (n_offer "name=value" strings) satisfy
+ * every property asked for (a Platform message; NULL asks nothing).
+ */
+bool sched_platform_satisfies(const Build__Bazel__Remote__Execution__V2__Platform *asked,
+			      const char *const *offer, size_t n_offer);
+
+#endif
