@@ -276,6 +276,7 @@ int main(int argc, char **argv)
 
 	if (sigwait(&sigs, &sig) == 0)
 		REAP_INFO("stopping", "signal=%d grace_ms=%lld", sig, (long long)o.grace_ms);
+	sched_drain(sched);
 	rpc_server_shutdown(server, (int)o.grace_ms);
 	rc = 0;
 out:

@@ -430,6 +430,15 @@ sched_t *sched_new(cas_service_t *cas, const sched_config_t *cfg, reap_errbuf_t 
 	return s;
 }
 
+void sched_drain(sched_t *s)
+{
+	pthread_mutex_lock(&s->mu);
+	s->draining = true;
+	for (sched_poller_t *p = s->pollers; p != NULL; p = p->next)
+		rpc_call_wake(p->call);
+	pthread_mutex_unlock(&s->mu);
+}
+
 void sched_free(sched_t *s)
 {
 	if (s == NULL)

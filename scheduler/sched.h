@@ -43,6 +43,13 @@ typedef struct sched_config {
 /** New scheduler over the cache services (borrowed). Starts its timer thread. */
 sched_t *sched_new(cas_service_t *cas, const sched_config_t *cfg, reap_errbuf_t *eb);
 
+/**
+ * Before the rpc server shuts down: answer every waiting worker poll now
+ * (with no lease) and every later one at once, so shutdown need not wait
+ * for long-polls to time out.
+ */
+void sched_drain(sched_t *s);
+
 /** Stop the timer thread and free. Call after the rpc server has shut down. NULL is a no-op. */
 void sched_free(sched_t *s);
 

@@ -91,6 +91,7 @@ struct sched {
 	pthread_cond_t cv;      /* wakes the timer thread early (stop) */
 	pthread_t timer;
 	bool stopping;
+	bool draining;          /* polls are answered at once */
 	uint64_t next_seq;
 	sched_op_t *ops;        /* all operations */
 	sched_op_t *queue;      /* queued operations, best first */

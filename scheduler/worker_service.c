@@ -92,7 +92,7 @@ static void poll_request(rpc_call_t *call, void *state, const ProtobufCMessage *
 	sched_worker_seen(s, st->p.worker, st->p.offer, st->p.n_offer);
 	sched_poller_link(s, &st->p);
 	sched_dispatch(s);
-	if (st->p.lease_id[0] != '\0' || wait == 0) {
+	if (st->p.lease_id[0] != '\0' || wait == 0 || s->draining) {
 		sched_poller_unlink(s, &st->p);
 		poll_reply(call, s, st);
 	} else {
@@ -113,7 +113,7 @@ static void poll_wake(rpc_call_t *call, void *state)
 			sched_op_requeue(s, op, "the worker left before taking its lease");
 		st->p.lease_id[0] = '\0';
 	}
-	if (st->p.lease_id[0] != '\0' || rpc_call_cancelled(call) ||
+	if (st->p.lease_id[0] != '\0' || rpc_call_cancelled(call) || s->draining ||
 	    sched_now_ms() >= st->p.deadline_ms) {
 		sched_poller_unlink(s, &st->p);
 		poll_reply(call, s, st);

@@ -474,3 +474,26 @@ Test(sched_unit, platform_satisfies)
 	b.value = (char *)"l=big";
 	cr_assert_not(sched_platform_satisfies(&p, offer, 3), "no prefix confusion");
 }
+
+static void *drain_later(void *arg)
+{
+	usleep(200 * 1000);
+	sched_drain(arg);
+	return NULL;
+}
+
+Test(sched, drain_answers_waiting_polls)
+{
+	pthread_t th;
+	int code;
+	struct timespec a, b;
+	clock_gettime(CLOCK_MONOTONIC, &a);
+	cr_assert_eq(pthread_create(&th, NULL, drain_later, t.sched), 0);
+	cr_assert_null(poll_lease(wch, "w", NULL, 10000, &code));
+	clock_gettime(CLOCK_MONOTONIC, &b);
+	pthread_join(th, NULL);
+	cr_assert_eq(code, 0);
+	cr_assert_lt(b.tv_sec - a.tv_sec, 5, "the 10 s poll ended at the drain");
+	/* later polls are answered at once */
+	cr_assert_null(poll_lease(wch, "w", NULL, 10000, &code));
+}
