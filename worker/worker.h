@@ -7,9 +7,11 @@
  * before anything is written (no "..", no absolute or escaping names, no
  * escaping symlinks); outputs are read with lstat/openat and never followed
  * out of the root. Staged input files are hardlinks of cache files (read
- * only); because an action could still chmod and rewrite a shared inode,
- * every staged file's ctime is recorded, and after the action a changed
- * ctime means the result is not cached and the cache entry is dropped.
+ * only), but an inode is never linked into two running actions at once (a
+ * second one gets a verified copy), so an action can only ever touch its
+ * own inputs. Because it could still chmod and rewrite them, every staged
+ * file's ctime is recorded, and after the action a changed ctime means the
+ * result is not cached and the cache entry is dropped.
  */
 #ifndef REAP_WORKER_WORKER_H
 #define REAP_WORKER_WORKER_H
@@ -126,7 +128,13 @@ void wrk_staged_destroy(wrk_staged_t *s);
 int wrk_collect_outputs(wrk_cas_t *cas, const char *exec_root, const WRK_RE(Command) *cmd,
 			WRK_RE(ActionResult) *ar, reap_errbuf_t *eb);
 
-/** Free what wrk_collect_outputs (and stdout/stderr digests set by the loop) allocated. */
+/**
+ * Free what wrk_collect_outputs allocated, and the stdout/stderr digests:
+ * the rule is that ar->stdout_digest and ar->stderr_digest, when set, are
+ * malloc'd Digest structs whose hash is a strdup'd string (the lease loop
+ * allocates them that way), and this frees them too. Pointers and counts
+ * are reset; on error wrk_collect_outputs leaves the output fields empty.
+ */
 void wrk_result_free_outputs(WRK_RE(ActionResult) *ar);
 
 /* ------------------------------------------------------------------ */
