@@ -2,7 +2,8 @@
  * capabilities.c - Capabilities.GetCapabilities: what this server speaks.
  *
  * update_enabled is computed per caller from the authorization hook, so a
- * client that may not write the ActionCache is told so up front.
+ * client that may not write the ActionCache is told so up front. Execution
+ * is advertised only when a scheduler serves it on this server.
  */
 #include <string.h>
 
@@ -51,6 +52,14 @@ static void get_capabilities(rpc_call_t *call, void *state, const ProtobufCMessa
 	high.major = 2;
 	high.minor = 3;
 	caps.cache_capabilities = &cache;
+	RE(ExecutionCapabilities) exe = RE_INIT(EXECUTION_CAPABILITIES);
+	if (svc->cfg.execution) {
+		exe.digest_function = BUILD__BAZEL__REMOTE__EXECUTION__V2__DIGEST_FUNCTION__VALUE__SHA256;
+		exe.n_digest_functions = 1;
+		exe.digest_functions = fns;
+		exe.exec_enabled = true;
+		caps.execution_capabilities = &exe;
+	}
 	caps.low_api_version = &low;
 	caps.high_api_version = &high;
 	caps.deprecated_api_version = &deprecated;

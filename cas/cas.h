@@ -35,6 +35,7 @@ typedef struct cas_service_config {
 	size_t max_uploads;      /* resumable ByteStream uploads kept at once; 0 = 1024 */
 	int upload_idle_s;       /* an interrupted upload is kept this long; 0 = 600 */
 	size_t read_chunk_bytes; /* ByteStream Read message size; 0 = 256 KiB */
+	bool execution;          /* a scheduler serves Execute here: advertise it */
 } cas_service_config_t;
 
 /** New services over store and policy (both borrowed). NULL on allocation failure. */

@@ -120,6 +120,20 @@ static int load_worker_token(const char *path, char out[65], reap_errbuf_t *eb)
 				: REAP_OK;
 }
 
+/* Mark the service of every method ("/pkg.Service/Method") as serving. */
+static void set_serving(rpc_health_t *h, const rpc_method_t *ms, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		char svc[256];
+		const char *p = ms[i].path + 1, *slash = strchr(p, '/');
+		if (slash == NULL || (size_t)(slash - p) >= sizeof(svc))
+			continue;
+		memcpy(svc, p, (size_t)(slash - p));
+		svc[slash - p] = '\0';
+		rpc_health_set(h, svc, true);
+	}
+}
+
 /* Split a comma list into a new NULL-terminated array pointing into s (modified). */
 static const char **split_commas(char *s, size_t *n)
 {
@@ -158,6 +172,7 @@ int main(int argc, char **argv)
 	cas_store_t *store = NULL;
 	cas_service_t *cas = NULL;
 	sched_t *sched = NULL;
+	rpc_health_t *health = NULL;
 	rpc_server_t *server = NULL;
 	char token[65] = "", token_path[4096];
 	reap_errbuf_t eb = {{0}};
@@ -251,7 +266,7 @@ int main(int argc, char **argv)
 				    .max_recv_bytes = o.max_msg, .max_send_bytes = o.max_msg};
 	if ((server = rpc_server_new(&rcfg, &eb)) == NULL)
 		goto out;
-	cas_service_config_t ccfg = {.instances = instances,
+	cas_service_config_t ccfg = {.instances = instances, .execution = true,
 				     .max_recv_bytes = rpc_server_max_recv(server),
 				     .max_send_bytes = rpc_server_max_send(server)};
 	if ((cas = cas_service_new(store, policy, &ccfg)) == NULL) {
@@ -264,10 +279,18 @@ int main(int argc, char **argv)
 	size_t n, ns;
 	const rpc_method_t *methods = cas_service_methods(cas, &n);
 	const rpc_method_t *smethods = sched_methods(sched, &ns);
+	size_t nh;
+	if ((health = rpc_health_new()) == NULL)
+		goto out;
+	const rpc_method_t *hmethods = rpc_health_methods(health, &nh);
 	if (rpc_server_add_methods(server, methods, n) != REAP_OK ||
 	    rpc_server_add_methods(server, smethods, ns) != REAP_OK ||
+	    rpc_server_add_methods(server, hmethods, nh) != REAP_OK ||
 	    rpc_server_start(server, &port, &eb) != REAP_OK)
 		goto out;
+	set_serving(health, methods, n);
+	set_serving(health, smethods, ns);
+	rpc_health_set(health, "", true);
 	REAP_INFO("serving", "listen=%s port=%d data=%s capacity=%llu ac_writers=%s", o.listen,
 		  port, o.data, (unsigned long long)o.capacity, o.ac_writers);
 	/* Readiness line for scripts and tests. */
@@ -276,6 +299,7 @@ int main(int argc, char **argv)
 
 	if (sigwait(&sigs, &sig) == 0)
 		REAP_INFO("stopping", "signal=%d grace_ms=%lld", sig, (long long)o.grace_ms);
+	rpc_health_set_all(health, false); /* draining: balancers stop sending work */
 	sched_drain(sched);
 	rpc_server_shutdown(server, (int)o.grace_ms);
 	rc = 0;
@@ -283,6 +307,7 @@ out:
 	if (rc == 1 && eb.msg[0] != '\0')
 		fprintf(stderr, "reapd: %s\n", eb.msg);
 	rpc_server_free(server); /* first: no call may still reach the services */
+	rpc_health_free(health);
 	sched_free(sched);
 	cas_service_free(cas);
 	cas_store_close(store);

@@ -171,6 +171,21 @@ void rpc_call_defer(rpc_call_t *call);
  */
 void rpc_call_wake(rpc_call_t *call);
 
+/* ---- grpc.health.v1.Health ---- */
+
+typedef struct rpc_health rpc_health_t;
+
+/** A health service; every service starts unknown until set. NULL on allocation failure. */
+rpc_health_t *rpc_health_new(void);
+/** Free after the server that serves it has shut down. NULL is a no-op. */
+void rpc_health_free(rpc_health_t *h);
+/** Set one service's status ("" is the server as a whole); watchers are told. */
+void rpc_health_set(rpc_health_t *h, const char *service, bool serving);
+/** Set every known service at once (e.g. NOT_SERVING when draining). */
+void rpc_health_set_all(rpc_health_t *h, bool serving);
+/** Its methods (Check, Watch), owned by h, for rpc_server_add_methods. */
+const rpc_method_t *rpc_health_methods(rpc_health_t *h, size_t *n);
+
 /* ---- status mapping (the one place) ---- */
 
 /** The gRPC status code (grpc_status_code value) for a reap error code. */

@@ -94,6 +94,7 @@ Test(capabilities, advertises_cache)
 	cr_assert_eq(caps->low_api_version->major, 2);
 	cr_assert_eq(caps->high_api_version->minor, 3);
 	cr_assert_eq(c->supported_compressors[0], BUILD__BAZEL__REMOTE__EXECUTION__V2__COMPRESSOR__VALUE__ZSTD);
+	cr_assert_null(caps->execution_capabilities, "no scheduler here: no execution advertised");
 	protobuf_c_message_free_unpacked(&caps->base, NULL);
 }
 

@@ -497,3 +497,16 @@ Test(sched, drain_answers_waiting_polls)
 	/* later polls are answered at once */
 	cr_assert_null(poll_lease(wch, "w", NULL, 10000, &code));
 }
+
+Test(sched, capabilities_advertise_execution)
+{
+	RE(GetCapabilitiesRequest) req = RE_INIT(GET_CAPABILITIES_REQUEST);
+	RE(ServerCapabilities) *caps = NULL;
+	cr_assert_eq(th_unary(&t, "/build.bazel.remote.execution.v2.Capabilities/GetCapabilities", &req.base,
+			      &DESC(server_capabilities), (ProtobufCMessage **)&caps, NULL), 0);
+	cr_assert_not_null(caps->execution_capabilities);
+	cr_assert(caps->execution_capabilities->exec_enabled);
+	cr_assert_eq(caps->execution_capabilities->digest_function,
+		     BUILD__BAZEL__REMOTE__EXECUTION__V2__DIGEST_FUNCTION__VALUE__SHA256);
+	protobuf_c_message_free_unpacked(&caps->base, NULL);
+}

@@ -33,7 +33,8 @@ static void start_server(th_server_t *t)
 	cas_service_config_t ccfg = {.instances = t->instances,
 				     .max_recv_bytes = rpc_server_max_recv(t->server),
 				     .max_send_bytes = rpc_server_max_send(t->server),
-				     .read_chunk_bytes = 64 << 10};
+				     .read_chunk_bytes = 64 << 10,
+				     .execution = o->scheduler};
 	t->cas = cas_service_new(t->store, t->policy, &ccfg);
 	size_t n;
 	const rpc_method_t *ms = cas_service_methods(t->cas, &n);
