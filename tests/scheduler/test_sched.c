@@ -31,6 +31,7 @@ static void start_with(int64_t ttl, int attempts)
 	char target[64];
 	th_start(&t, &o);
 	snprintf(target, sizeof(target), "127.0.0.1:%d", t.port);
+	rpc_channel_free(wch); /* a suite .init may have run before this test's own */
 	wch = rpc_channel_new(target, 0);
 	cr_assert_eq(rpc_channel_set_header(wch, "authorization", "Bearer " TOKEN), 0);
 }

@@ -73,6 +73,9 @@ static void stop_server(th_server_t *t)
 
 void th_start(th_server_t *t, const th_opts_t *opts)
 {
+	/* criterion runs a suite's .init and then a test's own: the last one wins */
+	if (t->server != NULL)
+		th_stop(t);
 	memset(t, 0, sizeof(*t));
 	if (opts != NULL)
 		t->opts = *opts;
