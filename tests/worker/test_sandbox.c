@@ -1,0 +1,421 @@
+/*
+ * test_sandbox.c - the bubblewrap sandbox on its own (no server): exact
+ * environment, working directory, exit codes, no network, nothing writable
+ * but the exec root, nothing of the host but the read-only paths, and the
+ * whole process tree gone after a timeout or a cancel.
+ */
+#include <arpa/inet.h>
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "worker/worker.h"
+
+static const char *const ro_paths[] = {
+	"/usr", "/bin", "/lib", "/lib64", "/sbin", "/etc/alternatives", "/etc/ld.so.cache",
+	"/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/passwd", "/etc/group", "/etc/nsswitch.conf",
+	"/etc/localtime",
+};
+
+static wrk_sandbox_config_t sb_cfg = {
+	.bwrap = "/usr/bin/bwrap",
+	.ro_paths = ro_paths,
+	.n_ro_paths = sizeof(ro_paths) / sizeof(ro_paths[0]),
+};
+
+static char tmp[256], root[300], out_path[300], err_path[300];
+
+static void setup(void)
+{
+	snprintf(tmp, sizeof(tmp), "/tmp/reap-sbtest-XXXXXX");
+	cr_assert_not_null(mkdtemp(tmp));
+	snprintf(root, sizeof(root), "%s/root", tmp);
+	snprintf(out_path, sizeof(out_path), "%s/stdout", tmp);
+	snprintf(err_path, sizeof(err_path), "%s/stderr", tmp);
+	cr_assert_eq(mkdir(root, 0755), 0);
+}
+
+static void teardown(void)
+{
+	char cmd[600];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmp);
+	if (system(cmd) != 0)
+		fprintf(stderr, "cleanup of %s failed\n", tmp);
+}
+
+TestSuite(sandbox, .init = setup, .fini = teardown, .timeout = 60);
+
+/* A Command from NULL-terminated argument and "NAME=VALUE" lists (static storage). */
+typedef struct test_cmd {
+	WRK_RE(Command) c;
+	WRK_RE(Command__EnvironmentVariable) ev[8];
+	WRK_RE(Command__EnvironmentVariable) *evp[8];
+	char *args[16];
+	char envbuf[8][256];
+} test_cmd_t;
+
+static const WRK_RE(Command) *mkcmd(test_cmd_t *t, const char *wd, const char *const *env,
+				    const char *const *argv)
+{
+	memset(t, 0, sizeof(*t));
+	build__bazel__remote__execution__v2__command__init(&t->c);
+	for (size_t i = 0; argv[i] != NULL; i++)
+		t->args[t->c.n_arguments++] = (char *)argv[i];
+	t->c.arguments = t->args;
+	for (size_t i = 0; env != NULL && env[i] != NULL; i++) {
+		WRK_RE(Command__EnvironmentVariable) ei =
+			BUILD__BAZEL__REMOTE__EXECUTION__V2__COMMAND__ENVIRONMENT_VARIABLE__INIT;
+		snprintf(t->envbuf[i], sizeof(t->envbuf[i]), "%s", env[i]);
+		char *eq = strchr(t->envbuf[i], '=');
+		*eq = '\0';
+		t->ev[i] = ei;
+		t->ev[i].name = t->envbuf[i];
+		t->ev[i].value = eq + 1;
+		t->evp[i] = &t->ev[i];
+		t->c.n_environment_variables = i + 1;
+	}
+	t->c.environment_variables = t->evp;
+	t->c.working_directory = (char *)wd;
+	return &t->c;
+}
+
+static const char *const std_env[] = {"PATH=/usr/bin:/bin", NULL};
+
+static int run(const char *wd, const char *const *env, const char *const *argv, int64_t timeout_ms,
+	       volatile bool *cancel, wrk_run_result_t *res)
+{
+	test_cmd_t t;
+	reap_errbuf_t eb = {{0}};
+	int err = wrk_sandbox_run(&sb_cfg, root, mkcmd(&t, wd, env, argv), timeout_ms, out_path,
+				  err_path, cancel, res, &eb);
+	if (err != REAP_OK)
+		cr_log_info("sandbox: %s", reap_errmsg(&eb, err));
+	return err;
+}
+
+static char *slurp(const char *path)
+{
+	static char buf[65536];
+	FILE *f = fopen(path, "r");
+	size_t n = 0;
+	if (f != NULL) {
+		n = fread(buf, 1, sizeof(buf) - 1, f);
+		fclose(f);
+	}
+	buf[n] = '\0';
+	return buf;
+}
+
+/* Run argv with std_env; expect exit 0 and return stdout. */
+static char *sh_ok(const char *script)
+{
+	const char *argv[] = {"sh", "-c", script, NULL};
+	wrk_run_result_t res;
+	cr_assert_eq(run("", std_env, argv, 30000, NULL, &res), REAP_OK);
+	cr_assert_eq(res.exit_code, 0, "'%s' exited %d: %s", script, res.exit_code,
+		     slurp(err_path));
+	return slurp(out_path);
+}
+
+Test(sandbox, exact_environment)
+{
+	const char *env[] = {"PATH=/usr/bin", "GREETING=hello world", NULL};
+	const char *argv[] = {"env", NULL};
+	wrk_run_result_t res;
+	cr_assert_eq(run("", env, argv, 30000, NULL, &res), REAP_OK);
+	cr_assert_eq(res.exit_code, 0, "stderr: %s", slurp(err_path));
+	cr_assert_str_eq(slurp(out_path), "PATH=/usr/bin\nGREETING=hello world\n");
+	cr_assert(!res.timed_out && !res.cancelled);
+	cr_assert(res.start_ns > 0 && res.end_ns >= res.start_ns);
+}
+
+Test(sandbox, command_pwd_wins)
+{
+	const char *env[] = {"PATH=/usr/bin", "PWD=/somewhere", NULL};
+	const char *argv[] = {"env", NULL};
+	wrk_run_result_t res;
+	cr_assert_eq(run("", env, argv, 30000, NULL, &res), REAP_OK);
+	cr_assert_str_eq(slurp(out_path), "PATH=/usr/bin\nPWD=/somewhere\n");
+}
+
+Test(sandbox, empty_environment_and_echo)
+{
+	const char *argv[] = {"/usr/bin/echo", "hi", "there", NULL};
+	wrk_run_result_t res;
+	cr_assert_eq(run("", NULL, argv, 30000, NULL, &res), REAP_OK);
+	cr_assert_eq(res.exit_code, 0);
+	cr_assert_str_eq(slurp(out_path), "hi there\n");
+	const char *argv2[] = {"/usr/bin/env", NULL};
+	cr_assert_eq(run("", NULL, argv2, 30000, NULL, &res), REAP_OK);
+	cr_assert_str_eq(slurp(out_path), "");
+}
+
+Test(sandbox, path_lookup_uses_the_commands_path)
+{
+	const char *env[] = {"PATH=/nonexistent", NULL};
+	const char *argv[] = {"true", NULL};
+	wrk_run_result_t res;
+	cr_assert_eq(run("", env, argv, 30000, NULL, &res), REAP_OK);
+	cr_assert_eq(res.exit_code, 127, "exit %d", res.exit_code);
+}
+
+Test(sandbox, working_directory)
+{
+	const char *argv[] = {"sh", "-c", "pwd; echo made > here.txt", NULL};
+	wrk_run_result_t res;
+	cr_assert_eq(run("a/b", std_env, argv, 30000, NULL, &res), REAP_OK);
+	cr_assert_eq(res.exit_code, 0, "stderr: %s", slurp(err_path));
+	cr_assert_str_eq(slurp(out_path), "/build/a/b\n");
+	char p[400];
+	snprintf(p, sizeof(p), "%s/a/b/here.txt", root);
+	cr_assert_str_eq(slurp(p), "made\n");
+}
+
+Test(sandbox, bad_working_directory)
+{
+	const char *argv[] = {"true", NULL};
+	const char *bad[] = {"../x", "/abs", "a/../../x", "a//b", "./a", "a/", ".."};
+	wrk_run_result_t res;
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		cr_assert_eq(run(bad[i], std_env, argv, 30000, NULL, &res), REAP_E_INVALID, "%s",
+			     bad[i]);
+	const char *none[] = {NULL};
+	cr_assert_eq(run("", std_env, none, 30000, NULL, &res), REAP_E_INVALID);
+	const char *badenv[] = {"=x", NULL};
+	cr_assert_eq(run("", badenv, argv, 30000, NULL, &res), REAP_E_INVALID);
+}
+
+Test(sandbox, bad_ro_paths)
+{
+	const char *bad[][1] = {{"/"}, {"usr"}, {"/usr/../etc"}, {"/build"}, {"/tmp/x"}, {"/usr/"}};
+	const char *argv[] = {"true", NULL};
+	wrk_sandbox_config_t saved = sb_cfg;
+	wrk_run_result_t res;
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		sb_cfg.ro_paths = bad[i];
+		sb_cfg.n_ro_paths = 1;
+		cr_assert_eq(run("", std_env, argv, 30000, NULL, &res), REAP_E_INVALID, "%s",
+			     bad[i][0]);
+	}
+	sb_cfg = saved;
+}
+
+Test(sandbox, exit_codes)
+{
+	const char *argv[] = {"sh", "-c", "exit 3", NULL};
+	const char *argv2[] = {"sh", "-c", "kill -TERM $$", NULL};
+	wrk_run_result_t res;
+	cr_assert_eq(run("", std_env, argv, 30000, NULL, &res), REAP_OK);
+	cr_assert_eq(res.exit_code, 3);
+	cr_assert_eq(run("", std_env, argv2, 30000, NULL, &res), REAP_OK);
+	cr_assert_eq(res.exit_code, 128 + SIGTERM);
+}
+
+Test(sandbox, stdout_and_stderr_files)
+{
+	sh_ok("echo out; echo err >&2");
+	cr_assert_str_eq(slurp(out_path), "out\n");
+	cr_assert_str_eq(slurp(err_path), "err\n");
+	struct stat st;
+	cr_assert_eq(stat(out_path, &st), 0);
+	cr_assert_eq(st.st_mode & 0777, 0600);
+	/* stdin is /dev/null */
+	cr_assert_str_eq(sh_ok("cat; echo done"), "done\n");
+}
+
+/* A listener on the host's loopback the sandbox must not reach. */
+Test(sandbox, no_network)
+{
+	int s = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t len = sizeof(a);
+	cr_assert_eq(bind(s, (struct sockaddr *)&a, sizeof(a)), 0);
+	cr_assert_eq(listen(s, 4), 0);
+	cr_assert_eq(getsockname(s, (struct sockaddr *)&a, &len), 0);
+	char script[256];
+	snprintf(script, sizeof(script),
+		 "if exec 3<>/dev/tcp/127.0.0.1/%d; then echo connected; else echo refused; fi",
+		 ntohs(a.sin_port));
+	const char *argv[] = {"bash", "-c", script, NULL};
+	wrk_run_result_t res;
+	cr_assert_eq(run("", std_env, argv, 30000, NULL, &res), REAP_OK);
+	cr_assert_str_eq(slurp(out_path), "refused\n", "stderr: %s", slurp(err_path));
+	close(s);
+	/* only a loopback interface */
+	char *dev = sh_ok("tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '");
+	cr_assert_str_eq(dev, "lo\n");
+}
+
+Test(sandbox, writes_only_inside_the_exec_root)
+{
+	const char *argv[] = {"sh", "-c",
+			      "for f in /usr/x /etc/x /x /bin/x /proc/x /etc/alternatives/x /build/../x; do "
+			      "  if touch $f 2>/dev/null; then echo wrote $f; fi; done; "
+			      "echo inside > /build/inside.txt; mkdir -p /build/d/e; touch /build/d/e/f",
+			      NULL};
+	wrk_run_result_t res;
+	cr_assert_eq(run("", std_env, argv, 30000, NULL, &res), REAP_OK);
+	cr_assert_eq(res.exit_code, 0, "stderr: %s", slurp(err_path));
+	cr_assert_str_eq(slurp(out_path), "");
+	char p[400];
+	snprintf(p, sizeof(p), "%s/inside.txt", root);
+	cr_assert_str_eq(slurp(p), "inside\n");
+	snprintf(p, sizeof(p), "%s/d/e/f", root);
+	cr_assert_eq(access(p, F_OK), 0);
+	cr_assert_neq(access("/usr/x", F_OK), 0);
+}
+
+Test(sandbox, fresh_tmp_and_hidden_host)
+{
+	char marker[400];
+	snprintf(marker, sizeof(marker), "%s/host-secret", tmp);
+	FILE *f = fopen(marker, "w");
+	cr_assert_not_null(f);
+	fputs("secret\n", f);
+	fclose(f);
+	cr_assert_str_eq(sh_ok("ls -A /tmp"), "");
+	char script[1200];
+	snprintf(script, sizeof(script),
+		 "for p in '%s' '%s' /root /home /etc/shadow /etc/hostname /var /opt /run; do "
+		 "  if [ -e \"$p\" ]; then echo visible $p; fi; done",
+		 tmp, marker);
+	cr_assert_str_eq(sh_ok(script), "");
+	/* the toolchain paths are there, merged-/usr symlinks reproduced */
+	cr_assert_str_eq(sh_ok("readlink /bin; readlink /lib; test -f /etc/ld.so.cache && echo ok"),
+			 "usr/bin\nusr/lib\nok\n");
+	/* a fresh pid namespace, and the hostname is not the worker's */
+	cr_assert_str_eq(sh_ok("cat /proc/sys/kernel/hostname; ls /proc | grep -c '^[0-9]' | "
+			       "awk '$1 < 8 {print \"few\"}'"),
+			 "localhost\nfew\n");
+	/* no capabilities, even when the worker runs as root */
+	cr_assert_str_eq(sh_ok("grep CapEff /proc/self/status | tr -d '\\t '"),
+			 "CapEff:0000000000000000\n");
+}
+
+/* Is any process running with argument arg? */
+static bool process_with_arg(const char *arg)
+{
+	DIR *d = opendir("/proc");
+	struct dirent *e;
+	bool found = false;
+	while (d != NULL && !found && (e = readdir(d)) != NULL) {
+		char path[300], buf[4096];
+		if (e->d_name[0] < '0' || e->d_name[0] > '9')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%s/cmdline", e->d_name);
+		int fd = open(path, O_RDONLY);
+		if (fd < 0)
+			continue;
+		ssize_t n = read(fd, buf, sizeof(buf) - 1);
+		close(fd);
+		for (ssize_t i = 0; i < n; i += (ssize_t)strlen(buf + i) + 1) {
+			buf[n] = '\0';
+			if (strcmp(buf + i, arg) == 0)
+				found = true;
+		}
+	}
+	if (d != NULL)
+		closedir(d);
+	return found;
+}
+
+static void unique_sleep(char *out, size_t n)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	/* sleep accepts fractions: a unique, long duration to find in /proc */
+	snprintf(out, n, "1000.%d%09ld", (int)getpid() % 1000, ts.tv_nsec);
+}
+
+Test(sandbox, timeout_kills_the_whole_tree)
+{
+	char secs[64], script[256];
+	unique_sleep(secs, sizeof(secs));
+	/* a daemonized grandchild (double fork, own session) and a foreground sleep */
+	snprintf(script, sizeof(script), "(setsid sleep %s &) ; (sleep %s &); sleep %s", secs, secs,
+		 secs);
+	const char *argv[] = {"sh", "-c", script, NULL};
+	wrk_run_result_t res;
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	cr_assert_eq(run("", std_env, argv, 700, NULL, &res), REAP_OK);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	double took = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+	cr_assert(res.timed_out);
+	cr_assert(!res.cancelled);
+	cr_assert(took >= 0.6 && took < 10, "took %.2f s", took);
+	cr_assert(res.exit_code >= 128, "exit %d", res.exit_code);
+	cr_assert(!process_with_arg(secs), "a sleep %s survived the timeout", secs);
+}
+
+Test(sandbox, finished_action_leaves_no_daemon)
+{
+	char secs[64], script[256];
+	unique_sleep(secs, sizeof(secs));
+	snprintf(script, sizeof(script), "(setsid sleep %s &) ; echo bye", secs);
+	cr_assert_str_eq(sh_ok(script), "bye\n");
+	cr_assert(!process_with_arg(secs), "a sleep %s outlived its action", secs);
+}
+
+typedef struct canceller {
+	volatile bool *flag;
+	int after_ms;
+} canceller_t;
+
+static void *cancel_later(void *arg)
+{
+	canceller_t *c = arg;
+	usleep((useconds_t)c->after_ms * 1000);
+	*c->flag = true;
+	return NULL;
+}
+
+Test(sandbox, cancel)
+{
+	char secs[64], script[256];
+	unique_sleep(secs, sizeof(secs));
+	snprintf(script, sizeof(script), "(sleep %s &) ; sleep %s", secs, secs);
+	const char *argv[] = {"sh", "-c", script, NULL};
+	volatile bool flag = false;
+	canceller_t c = {.flag = &flag, .after_ms = 300};
+	pthread_t th;
+	wrk_run_result_t res;
+	cr_assert_eq(pthread_create(&th, NULL, cancel_later, &c), 0);
+	cr_assert_eq(run("", std_env, argv, 0, &flag, &res), REAP_OK);
+	pthread_join(th, NULL);
+	cr_assert(res.cancelled);
+	cr_assert(!res.timed_out);
+	cr_assert(!process_with_arg(secs));
+	/* already cancelled before the start: stops at once */
+	cr_assert_eq(run("", std_env, argv, 0, &flag, &res), REAP_OK);
+	cr_assert(res.cancelled);
+	cr_assert(!process_with_arg(secs));
+}
+
+Test(sandbox, no_leaked_descriptors)
+{
+	int fd = open("/etc/hostname", O_RDONLY); /* not close-on-exec on purpose */
+	cr_assert_geq(fd, 0);
+	cr_assert_str_eq(sh_ok("ls /proc/self/fd | sort -n | tr '\\n' ' '"), "0 1 2 3 ");
+	close(fd);
+}
+
+Test(sandbox, missing_bwrap)
+{
+	wrk_sandbox_config_t saved = sb_cfg;
+	const char *argv[] = {"true", NULL};
+	wrk_run_result_t res;
+	sb_cfg.bwrap = "/nonexistent/bwrap";
+	cr_assert_eq(run("", std_env, argv, 30000, NULL, &res), REAP_E_IO);
+	sb_cfg = saved;
+}

@@ -1,0 +1,598 @@
+/*
+ * sandbox.c - run one action's command under bubblewrap.
+ *
+ * The command sees a root that bwrap builds from nothing: the configured
+ * toolchain paths read-only (host symlinks such as merged-/usr's /bin ->
+ * usr/bin are reproduced as symlinks), a fresh /proc, /dev and /tmp, and the
+ * exec root read-write at /build; the root itself (a tmpfs bwrap builds
+ * the view on) is remounted read-only. Every namespace is new (user, pid, net,
+ * ipc, uts, cgroup), so there is no network but a private loopback; all
+ * capabilities are dropped (bwrap keeps them by default when the worker runs
+ * as root); the environment is exactly the Command's.
+ *
+ * bwrap always exports PWD after its chdir, overwriting whatever the
+ * Command set. To keep the environment exact, the command is started
+ * through the host's /usr/bin/env (read-only inside the sandbox) with
+ * "-u PWD", or with the Command's own PWD=value. That shim is used only when
+ * it is visible (some ro_path covers /usr/bin/env) and argv[0] holds no '='
+ * (env would take it for an assignment); otherwise bwrap execs the command
+ * itself and PWD=/build/<working_directory> is added. Either way argv[0] is
+ * looked up with execvp and the Command's PATH (glibc's default path when
+ * the Command has none).
+ *
+ * Process tree: bwrap is started in its own process group with stdin
+ * /dev/null and every other inherited descriptor closed. It forks the
+ * namespace's pid 1 (bwrap's init), which forks the command; --info-fd tells
+ * us pid 1's host pid. To stop an action we SIGKILL pid 1: the kernel then
+ * kills everything in the pid namespace (daemonized grandchildren too), and
+ * only after that does the outer bwrap see its child die and exit. So once
+ * the outer bwrap is reaped, no process of the action is left. Should
+ * anything not follow that path (pid 1 not known yet, outer bwrap stuck),
+ * the whole process group is killed; --die-with-parent covers the rest.
+ *
+ * Threading: wrk_sandbox_run is reentrant; many slots run it at once. Note
+ * that --die-with-parent ties the sandbox to the *thread* that spawned it
+ * (PR_SET_PDEATHSIG), which is the one waiting for it.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "worker/worker.h"
+
+#define SANDBOX_ROOT "/build"   /* where the exec root appears inside */
+#define ENV_SHIM "/usr/bin/env" /* host path, visible through the ro_paths */
+#define INFO_FD 3               /* bwrap --info-fd inside the spawned process */
+#define TICK_MS 20              /* how often *cancel is looked at */
+#define KILL_GRACE_MS 5000      /* outer bwrap must exit this soon after pid 1 died */
+#define MAX_WD 4096
+
+/* ---- argument vector ---- */
+
+typedef struct argv_buf {
+	char **v;
+	size_t n, cap;
+	bool oom;
+} argv_buf_t;
+
+static void arg_add(argv_buf_t *a, const char *s)
+{
+	if (a->oom)
+		return;
+	if (a->n + 2 > a->cap) {
+		size_t cap = a->cap ? a->cap * 2 : 64;
+		char **v = realloc(a->v, cap * sizeof(*v));
+		if (v == NULL) {
+			a->oom = true;
+			return;
+		}
+		a->v = v;
+		a->cap = cap;
+	}
+	if ((a->v[a->n] = strdup(s)) == NULL) {
+		a->oom = true;
+		return;
+	}
+	a->v[++a->n] = NULL;
+}
+
+static void arg_add2(argv_buf_t *a, const char *x, const char *y)
+{
+	arg_add(a, x);
+	arg_add(a, y);
+}
+
+static void argv_free(argv_buf_t *a)
+{
+	for (size_t i = 0; i < a->n; i++)
+		free(a->v[i]);
+	free(a->v);
+}
+
+/* ---- validation ---- */
+
+/* A clean relative path: components that are not empty, "." or "..". "" is the root. */
+static int check_working_dir(const char *wd, reap_errbuf_t *eb)
+{
+	size_t len = strlen(wd);
+	if (len == 0)
+		return REAP_OK;
+	if (len >= MAX_WD)
+		return reap_errf(eb, REAP_E_INVALID, "working_directory is too long");
+	if (wd[0] == '/')
+		return reap_errf(eb, REAP_E_INVALID, "working_directory \"%s\" is absolute", wd);
+	for (const char *p = wd; *p != '\0';) {
+		size_t n = strcspn(p, "/");
+		if (n == 0 || (n == 1 && p[0] == '.') || (n == 2 && p[0] == '.' && p[1] == '.'))
+			return reap_errf(eb, REAP_E_INVALID,
+					 "working_directory \"%s\" is not a clean relative path", wd);
+		p += n;
+		if (*p == '/' && *++p == '\0')
+			return reap_errf(eb, REAP_E_INVALID,
+					 "working_directory \"%s\" ends with '/'", wd);
+	}
+	return REAP_OK;
+}
+
+static int check_command(const WRK_RE(Command) *cmd, reap_errbuf_t *eb)
+{
+	if (cmd->n_arguments == 0 || cmd->arguments[0][0] == '\0')
+		return reap_errf(eb, REAP_E_INVALID, "the Command has no program to run");
+	for (size_t i = 0; i < cmd->n_environment_variables; i++) {
+		const char *name = cmd->environment_variables[i]->name;
+		if (name[0] == '\0' || strchr(name, '=') != NULL)
+			return reap_errf(eb, REAP_E_INVALID, "bad environment variable name \"%s\"",
+					 name);
+	}
+	return check_working_dir(cmd->working_directory, eb);
+}
+
+/* Is p inside (or equal to) the top-level sandbox path top? */
+static bool under(const char *p, const char *top)
+{
+	size_t n = strlen(top);
+	return strncmp(p, top, n) == 0 && (p[n] == '\0' || p[n] == '/');
+}
+
+/*
+ * A ro_path must be absolute and clean, must not be "/" (that would be the
+ * whole host) and must not collide with what the sandbox mounts itself.
+ */
+static int check_ro_path(const char *p, reap_errbuf_t *eb)
+{
+	reap_errbuf_t ignored;
+	if (p == NULL || p[0] != '/' || check_working_dir(p + 1, &ignored) != REAP_OK ||
+	    p[1] == '\0')
+		return reap_errf(eb, REAP_E_INVALID,
+				 "read-only path \"%s\" must be a clean absolute path other than /",
+				 p ? p : "(null)");
+	if (under(p, SANDBOX_ROOT) || under(p, "/proc") || under(p, "/dev") || under(p, "/tmp"))
+		return reap_errf(eb, REAP_E_INVALID,
+				 "read-only path \"%s\" collides with the sandbox's own mounts", p);
+	return REAP_OK;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/*
+ * The read-only binds, parents before children (sorted), so a later bind of
+ * /usr does not hide an earlier one of /usr/lib. A host symlink becomes the
+ * same symlink; an absent path is skipped.
+ */
+static int add_ro_paths(argv_buf_t *a, const wrk_sandbox_config_t *cfg, reap_errbuf_t *eb)
+{
+	const char **sorted;
+	int err = REAP_OK;
+
+	if (cfg->n_ro_paths == 0)
+		return REAP_OK;
+	if ((sorted = malloc(cfg->n_ro_paths * sizeof(*sorted))) == NULL)
+		return reap_errf(eb, REAP_E_NOMEM, "out of memory");
+	for (size_t i = 0; i < cfg->n_ro_paths; i++) {
+		if ((err = check_ro_path(cfg->ro_paths[i], eb)) != REAP_OK)
+			goto out;
+		sorted[i] = cfg->ro_paths[i];
+	}
+	qsort(sorted, cfg->n_ro_paths, sizeof(*sorted), cmp_str);
+	for (size_t i = 0; i < cfg->n_ro_paths; i++) {
+		struct stat st;
+		char target[MAX_WD];
+		ssize_t n;
+		if (i > 0 && strcmp(sorted[i], sorted[i - 1]) == 0)
+			continue;
+		if (lstat(sorted[i], &st) != 0)
+			continue;
+		if (S_ISLNK(st.st_mode)) {
+			if ((n = readlink(sorted[i], target, sizeof(target) - 1)) <= 0)
+				continue;
+			target[n] = '\0';
+			arg_add(a, "--symlink");
+			arg_add2(a, target, sorted[i]);
+		} else {
+			arg_add(a, "--ro-bind-try");
+			arg_add2(a, sorted[i], sorted[i]);
+		}
+	}
+out:
+	free(sorted);
+	return err;
+}
+
+/* True when ENV_SHIM is inside one of the read-only paths. */
+static bool shim_visible(const wrk_sandbox_config_t *cfg)
+{
+	struct stat st;
+	if (stat(ENV_SHIM, &st) != 0 || !S_ISREG(st.st_mode))
+		return false;
+	for (size_t i = 0; i < cfg->n_ro_paths; i++) {
+		const char *p = cfg->ro_paths[i];
+		struct stat ls;
+		/* a symlinked ro_path (/bin -> usr/bin) shows only where it points */
+		if (p != NULL && under(ENV_SHIM, p) && lstat(p, &ls) == 0 && !S_ISLNK(ls.st_mode))
+			return true;
+	}
+	return false;
+}
+
+/*
+ * The seam for hard limits (wrk_limits_t): rlimits, a cgroup per action
+ * (memory, cpu, pids), a size-capped /build and capped stdout/stderr belong
+ * here, and are the sandbox-hardening issue's job. Nothing is enforced yet
+ * (beyond the wall-time deadline); configured limits are reported once.
+ */
+static int add_limits(argv_buf_t *a, const wrk_limits_t *l, reap_errbuf_t *eb)
+{
+	static int warned;
+	if ((l->memory_bytes || l->cpu_seconds || l->disk_bytes || l->pids || l->output_bytes) &&
+	    !__atomic_exchange_n(&warned, 1, __ATOMIC_RELAXED))
+		REAP_WARN("sandbox limits are not enforced yet", "%s", "");
+	return REAP_OK;
+}
+
+static int build_argv(argv_buf_t *a, const wrk_sandbox_config_t *cfg, const char *exec_root,
+		      const WRK_RE(Command) *cmd, reap_errbuf_t *eb)
+{
+	const char *pwd = NULL;
+	char buf[MAX_WD + 16];
+	int err;
+
+	arg_add(a, cfg->bwrap != NULL ? cfg->bwrap : "bwrap");
+	arg_add(a, "--unshare-all"); /* user(-try), pid, net, ipc, uts, cgroup(-try) */
+	arg_add(a, "--die-with-parent");
+	arg_add(a, "--new-session");
+	arg_add2(a, "--cap-drop", "ALL");
+	arg_add2(a, "--hostname", "localhost");
+	arg_add(a, "--clearenv");
+	for (size_t i = 0; i < cmd->n_environment_variables; i++) {
+		const WRK_RE(Command__EnvironmentVariable) *ev = cmd->environment_variables[i];
+		arg_add(a, "--setenv");
+		arg_add2(a, ev->name, ev->value);
+		if (strcmp(ev->name, "PWD") == 0)
+			pwd = ev->value;
+	}
+	if ((err = add_ro_paths(a, cfg, eb)) != REAP_OK)
+		return err;
+	arg_add2(a, "--proc", "/proc");
+	arg_add2(a, "--dev", "/dev");
+	arg_add2(a, "--tmpfs", "/tmp");
+	arg_add(a, "--bind");
+	arg_add2(a, exec_root, SANDBOX_ROOT);
+	arg_add2(a, "--remount-ro", "/"); /* the tmpfs bwrap builds the root on */
+	snprintf(buf, sizeof(buf), "%s%s%s", SANDBOX_ROOT, cmd->working_directory[0] ? "/" : "",
+		 cmd->working_directory);
+	arg_add2(a, "--chdir", buf);
+	snprintf(buf, sizeof(buf), "%d", INFO_FD);
+	arg_add2(a, "--info-fd", buf);
+	if ((err = add_limits(a, &cfg->limits, eb)) != REAP_OK)
+		return err;
+	arg_add(a, "--");
+	if (strchr(cmd->arguments[0], '=') == NULL && shim_visible(cfg)) {
+		arg_add(a, ENV_SHIM);
+		if (pwd == NULL) {
+			arg_add2(a, "-u", "PWD");
+			arg_add(a, "--");
+		} else {
+			char *kv = NULL;
+			arg_add(a, "--");
+			if (asprintf(&kv, "PWD=%s", pwd) < 0)
+				return reap_errf(eb, REAP_E_NOMEM, "out of memory");
+			arg_add(a, kv);
+			free(kv);
+		}
+	}
+	for (size_t i = 0; i < cmd->n_arguments; i++)
+		arg_add(a, cmd->arguments[i]);
+	return a->oom ? reap_errf(eb, REAP_E_NOMEM, "out of memory") : REAP_OK;
+}
+
+/* ---- the exec root ---- */
+
+/*
+ * Create exec_root/wd if missing, one component at a time without following
+ * symlinks. Best effort: where it stops (a symlink, a file), bwrap's chdir
+ * inside the sandbox reports it, where symlinks cannot lead out of the view.
+ */
+static void ensure_working_dir(const char *exec_root, const char *wd)
+{
+	char comp[MAX_WD];
+	int fd = open(exec_root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	for (const char *p = wd; fd >= 0 && *p != '\0';) {
+		size_t n = strcspn(p, "/");
+		memcpy(comp, p, n);
+		comp[n] = '\0';
+		p += n + (p[n] == '/');
+		if (mkdirat(fd, comp, 0755) != 0 && errno != EEXIST)
+			break;
+		int next = openat(fd, comp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		close(fd);
+		fd = next;
+	}
+	if (fd >= 0)
+		close(fd);
+}
+
+/* ---- process handling ---- */
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t real_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int pidfd_open_(pid_t pid)
+{
+	return (int)syscall(SYS_pidfd_open, pid, 0);
+}
+
+/* Move fd to >= 4 (so the dup2s onto 0..3 in the child never collide), close-on-exec. */
+static int high_fd(int fd)
+{
+	if (fd < 0 || fd > INFO_FD)
+		return fd;
+	int h = fcntl(fd, F_DUPFD_CLOEXEC, INFO_FD + 1);
+	close(fd);
+	return h;
+}
+
+static pid_t spawn(char *const *argv, int in, int out, int err, int info, int *perr)
+{
+	static char *const empty_env[] = {NULL};
+	posix_spawn_file_actions_t fa;
+	posix_spawnattr_t at;
+	sigset_t none, all;
+	pid_t pid = -1;
+
+	sigemptyset(&none);
+	sigfillset(&all);
+	sigdelset(&all, SIGKILL);
+	sigdelset(&all, SIGSTOP);
+	if ((*perr = posix_spawn_file_actions_init(&fa)) != 0)
+		return -1;
+	if ((*perr = posix_spawnattr_init(&at)) != 0) {
+		posix_spawn_file_actions_destroy(&fa);
+		return -1;
+	}
+	/* The worker blocks SIGINT/SIGTERM and ignores SIGPIPE: none of that may leak in. */
+	if ((*perr = posix_spawn_file_actions_adddup2(&fa, in, 0)) == 0 &&
+	    (*perr = posix_spawn_file_actions_adddup2(&fa, out, 1)) == 0 &&
+	    (*perr = posix_spawn_file_actions_adddup2(&fa, err, 2)) == 0 &&
+	    (*perr = posix_spawn_file_actions_adddup2(&fa, info, INFO_FD)) == 0 &&
+	    (*perr = posix_spawn_file_actions_addclosefrom_np(&fa, INFO_FD + 1)) == 0 &&
+	    (*perr = posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
+						       POSIX_SPAWN_SETSIGDEF)) == 0 &&
+	    (*perr = posix_spawnattr_setpgroup(&at, 0)) == 0 &&
+	    (*perr = posix_spawnattr_setsigmask(&at, &none)) == 0 &&
+	    (*perr = posix_spawnattr_setsigdefault(&at, &all)) == 0)
+		*perr = strchr(argv[0], '/') != NULL
+				? posix_spawn(&pid, argv[0], &fa, &at, argv, empty_env)
+				: posix_spawnp(&pid, argv[0], &fa, &at, argv, empty_env);
+	posix_spawnattr_destroy(&at);
+	posix_spawn_file_actions_destroy(&fa);
+	return *perr == 0 ? pid : -1;
+}
+
+/* What we know about a running sandbox. */
+typedef struct running {
+	pid_t pid;     /* outer bwrap (leader of its process group) */
+	int pidfd;     /* of pid, or -1 (then we poll waitpid) */
+	int info;      /* read end of --info-fd, -1 once read */
+	char info_buf[1024];
+	size_t info_len;
+	int inner;     /* pidfd of the namespace's pid 1, or -1 */
+} running_t;
+
+/* The parent pid of pid from /proc, or -1. */
+static pid_t parent_of(pid_t pid)
+{
+	char path[64], buf[512];
+	ssize_t n;
+	int fd;
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+		return -1;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = '\0';
+	char *p = strrchr(buf, ')'); /* comm may hold anything but not after the last ')' */
+	int ppid;
+	if (p == NULL || sscanf(p + 1, " %*c %d", &ppid) != 1)
+		return -1;
+	return ppid;
+}
+
+/* Read what bwrap wrote to --info-fd; once "child-pid" is there, take a pidfd on it. */
+static void read_info(running_t *r)
+{
+	ssize_t n = read(r->info, r->info_buf + r->info_len, sizeof(r->info_buf) - 1 - r->info_len);
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (n > 0) {
+		r->info_len += (size_t)n;
+		r->info_buf[r->info_len] = '\0';
+		if (strchr(r->info_buf, '}') == NULL && r->info_len < sizeof(r->info_buf) - 1)
+			return;
+	}
+	close(r->info);
+	r->info = -1;
+	const char *p = strstr(r->info_buf, "\"child-pid\":");
+	long child = p != NULL ? strtol(p + strlen("\"child-pid\":"), NULL, 10) : 0;
+	if (child <= 1)
+		return;
+	/* The pidfd pins the process; checking its parent after opening it rules out a reused pid. */
+	int fd = pidfd_open_((pid_t)child);
+	if (fd >= 0 && parent_of((pid_t)child) == r->pid)
+		r->inner = fd;
+	else if (fd >= 0)
+		close(fd);
+}
+
+/* Reap the outer bwrap if it has exited: true then, with *status set. */
+static bool reaped(running_t *r, int *status)
+{
+	return waitpid(r->pid, status, WNOHANG) == r->pid;
+}
+
+/* Kill the action's whole tree and reap the outer bwrap. */
+static void kill_tree(running_t *r, int *status)
+{
+	if (r->inner >= 0 && syscall(SYS_pidfd_send_signal, r->inner, SIGKILL, NULL, 0) == 0) {
+		/* pid 1 gone => namespace emptied => outer bwrap exits on its own */
+		int64_t until = mono_ms() + KILL_GRACE_MS;
+		while (mono_ms() < until) {
+			if (reaped(r, status))
+				return;
+			if (r->pidfd >= 0) {
+				struct pollfd p = {.fd = r->pidfd, .events = POLLIN};
+				poll(&p, 1, TICK_MS);
+			} else {
+				usleep(TICK_MS * 1000);
+			}
+		}
+		REAP_WARN("sandbox did not exit after its pid 1 was killed", "pid=%d", (int)r->pid);
+	}
+	kill(-r->pid, SIGKILL);
+	kill(r->pid, SIGKILL);
+	while (waitpid(r->pid, status, 0) < 0 && errno == EINTR)
+		;
+}
+
+/* Wait for the sandbox to end, the deadline (0 = none) or *cancel. Always reaps. */
+static void wait_run(running_t *r, int64_t deadline, volatile const bool *cancel,
+		     wrk_run_result_t *out, int *status)
+{
+	for (;;) {
+		struct pollfd p[2];
+		nfds_t n = 0;
+		int64_t left = deadline > 0 ? deadline - mono_ms() : TICK_MS;
+		int wait_ms = left < 0 ? 0 : left < TICK_MS ? (int)left : TICK_MS;
+
+		if (r->info >= 0)
+			p[n++] = (struct pollfd){.fd = r->info, .events = POLLIN};
+		if (r->pidfd >= 0)
+			p[n++] = (struct pollfd){.fd = r->pidfd, .events = POLLIN};
+		if (n > 0)
+			poll(p, n, wait_ms);
+		else
+			usleep((useconds_t)wait_ms * 1000);
+		if (r->info >= 0 && p[0].revents != 0)
+			read_info(r);
+		if (reaped(r, status))
+			return;
+		if (cancel != NULL && __atomic_load_n(cancel, __ATOMIC_ACQUIRE)) {
+			out->cancelled = true;
+			kill_tree(r, status);
+			return;
+		}
+		if (deadline > 0 && mono_ms() >= deadline) {
+			out->timed_out = true;
+			kill_tree(r, status);
+			return;
+		}
+	}
+}
+
+int wrk_sandbox_run(const wrk_sandbox_config_t *cfg, const char *exec_root,
+		    const WRK_RE(Command) *cmd, int64_t timeout_ms, const char *stdout_path,
+		    const char *stderr_path, volatile const bool *cancel, wrk_run_result_t *out,
+		    reap_errbuf_t *eb)
+{
+	argv_buf_t a = {0};
+	running_t r = {.pid = -1, .pidfd = -1, .info = -1, .inner = -1};
+	int in = -1, fo = -1, fe = -1, pipefd[2] = {-1, -1}, status = 0, perr, err;
+	const int oflags = O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC;
+	struct stat st;
+
+	memset(out, 0, sizeof(*out));
+	if ((err = check_command(cmd, eb)) != REAP_OK)
+		goto out;
+	if (stat(exec_root, &st) != 0 || !S_ISDIR(st.st_mode)) {
+		err = reap_errf(eb, REAP_E_INVALID, "exec root %s is not a directory", exec_root);
+		goto out;
+	}
+	if ((err = build_argv(&a, cfg, exec_root, cmd, eb)) != REAP_OK)
+		goto out;
+	ensure_working_dir(exec_root, cmd->working_directory);
+
+	in = high_fd(open("/dev/null", O_RDONLY | O_CLOEXEC));
+	fo = high_fd(open(stdout_path, oflags, 0600));
+	fe = high_fd(open(stderr_path, oflags, 0600));
+	if (in < 0 || fo < 0 || fe < 0) {
+		err = reap_errf(eb, REAP_E_IO, "cannot open the action's stdio files: %s",
+				strerror(errno));
+		goto out;
+	}
+	if (pipe2(pipefd, O_CLOEXEC) != 0 || (pipefd[0] = high_fd(pipefd[0])) < 0 ||
+	    (pipefd[1] = high_fd(pipefd[1])) < 0) {
+		err = reap_errf(eb, REAP_E_IO, "pipe: %s", strerror(errno));
+		goto out;
+	}
+	fcntl(pipefd[0], F_SETFL, O_NONBLOCK);
+	if (reap_log_enabled(REAP_LOG_DEBUG)) {
+		size_t len = 0;
+		char line[2048] = "";
+		for (size_t i = 0; i < a.n && len < sizeof(line) - 1; i++)
+			len += (size_t)snprintf(line + len, sizeof(line) - len, "%s%s", i ? " " : "",
+						a.v[i]);
+		REAP_DEBUG("sandbox", "argv=\"%s\"", line);
+	}
+
+	out->start_ns = real_ns();
+	int64_t deadline = timeout_ms > 0 ? mono_ms() + timeout_ms : 0;
+	if ((r.pid = spawn(a.v, in, fo, fe, pipefd[1], &perr)) < 0) {
+		err = reap_errf(eb, perr == E2BIG ? REAP_E_INVALID : REAP_E_IO, "cannot start %s: %s",
+				a.v[0], strerror(perr));
+		goto out;
+	}
+	close(pipefd[1]);
+	pipefd[1] = -1;
+	r.info = pipefd[0];
+	pipefd[0] = -1;
+	r.pidfd = pidfd_open_(r.pid);
+	wait_run(&r, deadline, cancel, out, &status);
+	out->end_ns = real_ns();
+	out->exit_code = WIFEXITED(status) ? WEXITSTATUS(status)
+		       : WIFSIGNALED(status) ? 128 + WTERMSIG(status) : -1;
+	err = REAP_OK;
+out:
+	if (r.info >= 0)
+		close(r.info);
+	if (r.pidfd >= 0)
+		close(r.pidfd);
+	if (r.inner >= 0)
+		close(r.inner);
+	for (int i = 0; i < 2; i++)
+		if (pipefd[i] >= 0)
+			close(pipefd[i]);
+	if (in >= 0)
+		close(in);
+	if (fo >= 0)
+		close(fo);
+	if (fe >= 0)
+		close(fe);
+	argv_free(&a);
+	return err;
+}

@@ -1,0 +1,1062 @@
+/*
+ * worker.c - the reap-worker daemon: slot threads that long-poll the
+ * scheduler's WorkerQueue for leases and run each leased action.
+ *
+ * One slot runs one action at a time: fetch the Action and Command, stage
+ * the input root into a fresh exec root (work_dir/lease-<id>/root, with the
+ * stdout and stderr files beside it, never inside), create the parents of
+ * every output path, run the command in the sandbox, upload stdout, stderr
+ * and the outputs, and report the ExecuteResponse with Complete. Then the
+ * lease folder is removed (without following anything the action left).
+ *
+ * While an action runs, a renew thread keeps its lease alive (every third
+ * of the lease TTL). The scheduler may answer that the operation was
+ * cancelled: the action is killed and completed with CANCELLED. When the
+ * lease is lost (NOT_FOUND, or no successful renew for a whole TTL), the
+ * action is killed and dropped without Complete: the scheduler has already
+ * given it to someone else.
+ *
+ * Outcomes (ExecuteResponse.status): OK when the command ran, whatever its
+ * exit code; DEADLINE_EXCEEDED with the partial result when it timed out;
+ * FAILED_PRECONDITION with a google.rpc.PreconditionFailure listing every
+ * missing blob ("MISSING", "blobs/{hash}/{size}") so the client re-uploads;
+ * INVALID_ARGUMENT for a malformed Action, Command or input tree. An action
+ * that modified its staged input files (shared, hardlinked cache inodes)
+ * gets INTERNAL, message "action modified its input files", with its result
+ * attached for diagnosis: the scheduler caches status-OK results only, so
+ * this is what keeps such a result out of the ActionCache (ExecuteResponse
+ * has no "do not cache" field).
+ *
+ * Stopping: polls cannot be interrupted (the rpc client has no cancel), so
+ * a slot notices the stop when its long-poll returns (at most ~20 s).
+ * Running actions are killed and their leases dropped, not completed: they
+ * are re-queued when the lease expires.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "google/protobuf/any.pb-c.h"
+#include "google/rpc/code.pb-c.h"
+#include "google/rpc/error_details.pb-c.h"
+#include "google/rpc/status.pb-c.h"
+#include "reap/v1/worker.pb-c.h"
+#include "common/log.h"
+#include "worker/worker_int.h"
+
+#define WQ "/reap.v1.WorkerQueue/"
+#define CAPS "/build.bazel.remote.execution.v2.Capabilities/GetCapabilities"
+#define POLL_WAIT_MS 20000
+#define POLL_SLACK_MS 10000     /* rpc deadline beyond the long-poll's wait */
+#define EARLY_POLL_MS 100       /* an empty answer sooner than this counts as a failure */
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 5000
+#define RPC_TIMEOUT_MS 30000
+#define DEFAULT_TTL_MS 30000
+#define COMPLETE_TRIES 5
+#define MAX_ACTION_BYTES ((size_t)1 << 20)
+#define MAX_COMMAND_BYTES ((size_t)4 << 20)
+#define MAX_VIOLATIONS 10000
+#define RM_MAX_DEPTH 64         /* deeper folders are moved up before removal */
+#define LEASE_PREFIX "lease-"
+#define PRECONDITION_URL "type.googleapis.com/google.rpc.PreconditionFailure"
+
+typedef struct slot {
+	wrk_daemon_t *d;
+	int index;
+	pthread_t thread;
+	bool started;
+	bool cancel;   /* the running action's kill switch (atomic access) */
+	unsigned seed; /* backoff jitter */
+} slot_t;
+
+struct wrk_daemon {
+	wrk_config_t cfg; /* strings point into strs */
+	char **strs;      /* every string copied from the caller's config */
+	size_t n_strs;
+	const char **platform, **ro_paths;
+	WRK_RE(Platform) offer;
+	WRK_RE(Platform__Property) *props, **propp;
+	rpc_channel_t *sched_ch, *cas_ch; /* the same channel when the addresses are */
+	wrk_cache_t *cache;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;   /* signalled at stop */
+	bool stopping;       /* under mu, and atomic reads */
+	size_t max_batch;    /* from Capabilities; 0 = the CAS client's default */
+	bool caps_known;     /* under mu */
+	int n_slots;
+	slot_t *slots;
+};
+
+/* One leased action. */
+typedef struct lease_run {
+	slot_t *slot;
+	const Reap__V1__Lease *lease;
+	int64_t ttl_ms;
+	pthread_t renewer;
+	bool renewing;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool done;             /* under mu: the renewer should stop */
+	bool lost;             /* atomic: the lease is gone, do not Complete */
+	bool server_cancelled; /* atomic: Renew said the operation was cancelled */
+	char dir[PATH_MAX], root[PATH_MAX + 8], out_path[PATH_MAX + 8], err_path[PATH_MAX + 8];
+} lease_run_t;
+
+/* The ExecuteResponse being built, and what its pointers point to. */
+typedef struct outcome {
+	WRK_RE(ExecuteResponse) resp;
+	WRK_RE(ActionResult) ar;
+	WRK_RE(ExecutedActionMetadata) md;
+	Google__Protobuf__Timestamp ts[9];
+	Google__Rpc__Status status;
+	Google__Protobuf__Any any, *anyp;
+	uint8_t *detail;
+	bool interrupted; /* stopped by the kill switch before it finished: nothing to report */
+	char msg[512];
+} outcome_t;
+
+enum { TS_START, TS_FETCH0, TS_FETCH1, TS_EXEC0, TS_EXEC1, TS_UP0, TS_UP1, TS_DONE };
+
+/* ---- small helpers ---- */
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void stamp(outcome_t *o, int which, int64_t real_ns)
+{
+	Google__Protobuf__Timestamp *t = &o->ts[which];
+	if (real_ns == 0) {
+		struct timespec now;
+		clock_gettime(CLOCK_REALTIME, &now);
+		real_ns = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
+	}
+	google__protobuf__timestamp__init(t);
+	t->seconds = real_ns / 1000000000;
+	t->nanos = (int32_t)(real_ns % 1000000000);
+	Google__Protobuf__Timestamp **field[] = {
+		[TS_START] = &o->md.worker_start_timestamp,
+		[TS_FETCH0] = &o->md.input_fetch_start_timestamp,
+		[TS_FETCH1] = &o->md.input_fetch_completed_timestamp,
+		[TS_EXEC0] = &o->md.execution_start_timestamp,
+		[TS_EXEC1] = &o->md.execution_completed_timestamp,
+		[TS_UP0] = &o->md.output_upload_start_timestamp,
+		[TS_UP1] = &o->md.output_upload_completed_timestamp,
+		[TS_DONE] = &o->md.worker_completed_timestamp,
+	};
+	*field[which] = t;
+}
+
+static bool stopping(wrk_daemon_t *d)
+{
+	return __atomic_load_n(&d->stopping, __ATOMIC_ACQUIRE);
+}
+
+/* Sleep ms unless the daemon stops first; true when it is stopping. */
+static bool nap(wrk_daemon_t *d, int64_t ms)
+{
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += ms / 1000;
+	until.tv_nsec += (ms % 1000) * 1000000;
+	if (until.tv_nsec >= 1000000000) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000;
+	}
+	pthread_mutex_lock(&d->mu);
+	while (!d->stopping && pthread_cond_timedwait(&d->cv, &d->mu, &until) != ETIMEDOUT)
+		;
+	bool s = d->stopping;
+	pthread_mutex_unlock(&d->mu);
+	return s;
+}
+
+/* Exponential backoff with jitter: 100 ms doubling to 5 s, each wait 50-100% of the step. */
+static bool backoff(slot_t *s, int64_t *step)
+{
+	*step = *step == 0 ? BACKOFF_MIN_MS : *step * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : *step * 2;
+	return nap(s->d, *step / 2 + rand_r(&s->seed) % (*step / 2 + 1));
+}
+
+/* A clean relative path: no empty, "." or ".." component, no leading or trailing '/'. */
+static bool clean_rel(const char *p)
+{
+	if (p[0] == '\0' || p[0] == '/')
+		return false;
+	for (;;) {
+		size_t n = strcspn(p, "/");
+		if (n == 0 || (n == 1 && p[0] == '.') || (n == 2 && p[0] == '.' && p[1] == '.'))
+			return false;
+		if (p[n] == '\0')
+			return true;
+		p += n + 1;
+	}
+}
+
+/* ---- the file system: exec roots ---- */
+
+/*
+ * mkdir -p of rel under root (rel's first `len` bytes), never following a
+ * symlink. Best effort: it stops where a component is not a folder; the
+ * action then fails on its own, and output collection refuses escapes.
+ */
+static void mkdirs_under(const char *root, const char *rel, size_t len)
+{
+	char comp[NAME_MAX + 1];
+	int fd = open(root, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	size_t i = 0;
+	while (fd >= 0 && i < len) {
+		size_t n = strcspn(rel + i, "/");
+		if (n > len - i)
+			n = len - i;
+		if (n == 0 || n > NAME_MAX)
+			break;
+		memcpy(comp, rel + i, n);
+		comp[n] = '\0';
+		i += n + 1;
+		if (mkdirat(fd, comp, 0755) != 0 && errno != EEXIST)
+			break;
+		int next = openat(fd, comp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		close(fd);
+		fd = next;
+	}
+	if (fd >= 0)
+		close(fd);
+}
+
+/*
+ * Remove everything inside the folder fd. Never follows a symlink (lstat
+ * semantics throughout, O_NOFOLLOW opens); folders the action made
+ * unwritable or unreadable are chmod'ed 0700 first. Folders nested deeper
+ * than RM_MAX_DEPTH are moved up into top and removed by a later pass, so
+ * neither the stack nor the open descriptors grow with the depth.
+ */
+static void rm_contents(int fd, int top, int depth, unsigned *seq, bool *progress)
+{
+	int dfd = dup(fd);
+	DIR *dir = dfd >= 0 ? fdopendir(dfd) : NULL;
+	struct dirent *e;
+	if (dir == NULL) {
+		if (dfd >= 0)
+			close(dfd);
+		return;
+	}
+	while ((e = readdir(dir)) != NULL) {
+		struct stat st;
+		if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+			continue;
+		if (fstatat(fd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0)
+			continue;
+		if (!S_ISDIR(st.st_mode)) {
+			*progress |= unlinkat(fd, e->d_name, 0) == 0;
+			continue;
+		}
+		if (depth >= RM_MAX_DEPTH) {
+			char name[32];
+			snprintf(name, sizeof(name), ".deep-%u", (*seq)++);
+			*progress |= renameat(fd, e->d_name, top, name) == 0;
+			continue;
+		}
+		fchmodat(fd, e->d_name, 0700, 0); /* a folder (checked above; the action is dead) */
+		int sub = openat(fd, e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (sub >= 0) {
+			rm_contents(sub, top, depth + 1, seq, progress);
+			close(sub);
+		}
+		*progress |= unlinkat(fd, e->d_name, AT_REMOVEDIR) == 0;
+	}
+	closedir(dir);
+}
+
+/* rm -rf path (a folder the worker made). 0, or -1 when something was left. */
+static int rm_tree(const char *path)
+{
+	unsigned seq = 0;
+	bool progress = true;
+	chmod(path, 0700);
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT ? 0 : -1;
+	while (progress) {
+		progress = false;
+		rm_contents(fd, fd, 0, &seq, &progress);
+	}
+	close(fd);
+	return rmdir(path) == 0 || errno == ENOENT ? 0 : -1;
+}
+
+/* Remove what a previous run left in work_dir (only names this daemon makes). */
+static void clean_work_dir(const char *work_dir)
+{
+	DIR *dir = opendir(work_dir);
+	struct dirent *e;
+	char path[PATH_MAX];
+	while (dir != NULL && (e = readdir(dir)) != NULL) {
+		if (strncmp(e->d_name, LEASE_PREFIX, strlen(LEASE_PREFIX)) != 0 &&
+		    strcmp(e->d_name, "selftest") != 0)
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", work_dir, e->d_name);
+		if (rm_tree(path) != 0)
+			REAP_WARN("cannot remove a stale exec root", "path=\"%s\"", path);
+	}
+	if (dir != NULL)
+		closedir(dir);
+}
+
+/* ---- outcomes ---- */
+
+static void set_status(outcome_t *o, int code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void set_status(outcome_t *o, int code, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(o->msg, sizeof(o->msg), fmt, ap);
+	va_end(ap);
+	o->status.code = code;
+	o->status.message = o->msg;
+	o->resp.status = &o->status;
+}
+
+/* A reap error as the response's status (the one mapping lives in rpc/). */
+static void set_error(outcome_t *o, int err, const reap_errbuf_t *eb, const char *what)
+{
+	set_status(o, rpc_code_from_err(err), "%s: %s", what, reap_errmsg(eb, err));
+}
+
+/* FAILED_PRECONDITION with one MISSING violation per subject ("blobs/{hash}/{size}"). */
+static void set_missing(outcome_t *o, char *const *subjects, size_t n)
+{
+	Google__Rpc__PreconditionFailure pf = GOOGLE__RPC__PRECONDITION_FAILURE__INIT;
+	Google__Rpc__PreconditionFailure__Violation *v = NULL, **vp = NULL;
+	size_t k = n < MAX_VIOLATIONS ? n : MAX_VIOLATIONS;
+
+	set_status(o, GOOGLE__RPC__CODE__FAILED_PRECONDITION, "%zu input blob%s missing from the CAS",
+		   n, n == 1 ? " is" : "s are");
+	v = calloc(k ? k : 1, sizeof(*v));
+	vp = calloc(k ? k : 1, sizeof(*vp));
+	if (v == NULL || vp == NULL)
+		goto out;
+	for (size_t i = 0; i < k; i++) {
+		google__rpc__precondition_failure__violation__init(&v[i]);
+		v[i].type = (char *)"MISSING";
+		v[i].subject = subjects[i];
+		vp[i] = &v[i];
+	}
+	pf.n_violations = k;
+	pf.violations = vp;
+	size_t len = google__rpc__precondition_failure__get_packed_size(&pf);
+	if ((o->detail = malloc(len ? len : 1)) == NULL)
+		goto out;
+	google__rpc__precondition_failure__pack(&pf, o->detail);
+	google__protobuf__any__init(&o->any);
+	o->any.type_url = (char *)PRECONDITION_URL;
+	o->any.value.data = o->detail;
+	o->any.value.len = len;
+	o->anyp = &o->any;
+	o->status.n_details = 1;
+	o->status.details = &o->anyp;
+out:
+	free(v);
+	free(vp);
+}
+
+static void missing_blob(outcome_t *o, const reap_digest_t *d)
+{
+	char name[WRK_BLOB_NAME_LEN], *p = name;
+	wrk_blob_name(d, name);
+	set_missing(o, &p, 1);
+}
+
+/* ---- lease renewal ---- */
+
+static void *renew_main(void *arg)
+{
+	lease_run_t *lr = arg;
+	wrk_daemon_t *d = lr->slot->d;
+	int64_t every = lr->ttl_ms / 3 > 50 ? lr->ttl_ms / 3 : 50, last_ok = mono_ms();
+	Reap__V1__RenewRequest req = REAP__V1__RENEW_REQUEST__INIT;
+
+	req.lease_id = lr->lease->lease_id;
+	req.worker_name = (char *)d->cfg.name;
+	pthread_mutex_lock(&lr->mu);
+	while (!lr->done) {
+		struct timespec until;
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_sec += every / 1000;
+		until.tv_nsec += (every % 1000) * 1000000;
+		if (until.tv_nsec >= 1000000000) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000;
+		}
+		if (pthread_cond_timedwait(&lr->cv, &lr->mu, &until) != ETIMEDOUT || lr->done)
+			continue;
+		pthread_mutex_unlock(&lr->mu);
+
+		Reap__V1__RenewResponse *resp = NULL;
+		rpc_status_t st;
+		int rc = rpc_unary(d->sched_ch, WQ "Renew", &req.base,
+				   &reap__v1__renew_response__descriptor, (ProtobufCMessage **)&resp,
+				   &st, (int)every);
+		bool gone = false;
+		if (rc == REAP_OK && st.code == 0) {
+			last_ok = mono_ms();
+			if (resp->cancelled && !__atomic_exchange_n(&lr->server_cancelled, true,
+								     __ATOMIC_ACQ_REL)) {
+				REAP_INFO("action cancelled", "lease=%s", lr->lease->lease_id);
+				__atomic_store_n(&lr->slot->cancel, true, __ATOMIC_RELEASE);
+			}
+		} else if (rc == REAP_OK && (st.code == GOOGLE__RPC__CODE__NOT_FOUND ||
+					     st.code == GOOGLE__RPC__CODE__PERMISSION_DENIED)) {
+			gone = true;
+		} else if (mono_ms() - last_ok > lr->ttl_ms) {
+			gone = true;
+		}
+		if (gone) {
+			REAP_WARN("lease lost; abandoning the action", "lease=%s code=%d msg=\"%s\"",
+				  lr->lease->lease_id, st.code, st.msg);
+			__atomic_store_n(&lr->lost, true, __ATOMIC_RELEASE);
+			__atomic_store_n(&lr->slot->cancel, true, __ATOMIC_RELEASE);
+		}
+		if (resp != NULL)
+			protobuf_c_message_free_unpacked(&resp->base, NULL);
+		rpc_status_destroy(&st);
+		pthread_mutex_lock(&lr->mu);
+		if (gone)
+			break;
+	}
+	pthread_mutex_unlock(&lr->mu);
+	return NULL;
+}
+
+static void renew_stop(lease_run_t *lr)
+{
+	if (!lr->renewing)
+		return;
+	pthread_mutex_lock(&lr->mu);
+	lr->done = true;
+	pthread_cond_signal(&lr->cv);
+	pthread_mutex_unlock(&lr->mu);
+	pthread_join(lr->renewer, NULL);
+	lr->renewing = false;
+}
+
+/* ---- one action ---- */
+
+/* max_batch_total_size_bytes, asked once (the first lease's instance). */
+static size_t max_batch(wrk_daemon_t *d, const char *instance)
+{
+	WRK_RE(GetCapabilitiesRequest) req = WRK_RE_INIT(GET_CAPABILITIES_REQUEST);
+	WRK_RE(ServerCapabilities) *caps = NULL;
+	rpc_status_t st;
+	size_t mb;
+
+	pthread_mutex_lock(&d->mu);
+	bool known = d->caps_known;
+	mb = d->max_batch;
+	pthread_mutex_unlock(&d->mu);
+	if (known)
+		return mb;
+	req.instance_name = (char *)instance;
+	if (rpc_unary(d->cas_ch, CAPS, &req.base,
+		      &build__bazel__remote__execution__v2__server_capabilities__descriptor,
+		      (ProtobufCMessage **)&caps, &st, RPC_TIMEOUT_MS) == REAP_OK &&
+	    st.code == 0) {
+		int64_t v = caps->cache_capabilities != NULL
+				    ? caps->cache_capabilities->max_batch_total_size_bytes : 0;
+		mb = v > 0 && (uint64_t)v < SIZE_MAX ? (size_t)v : 0;
+		pthread_mutex_lock(&d->mu);
+		d->max_batch = mb;
+		d->caps_known = true;
+		pthread_mutex_unlock(&d->mu);
+		REAP_INFO("capabilities", "max_batch=%zu", mb);
+	} else {
+		REAP_WARN("GetCapabilities failed; using the default batch size", "code=%d msg=\"%s\"",
+			  st.code, st.msg);
+	}
+	if (caps != NULL)
+		protobuf_c_message_free_unpacked(&caps->base, NULL);
+	rpc_status_destroy(&st);
+	return mb;
+}
+
+/* Fetch and decode a blob (Action, Command). NOT_FOUND sets the missing status. */
+static void *fetch(wrk_cas_t *cas, const WRK_RE(Digest) *pb, size_t max,
+		   const ProtobufCMessageDescriptor *desc, const char *what, outcome_t *o)
+{
+	reap_errbuf_t eb = {{0}};
+	reap_digest_t dg;
+	void *data = NULL;
+	size_t len = 0;
+	int err;
+
+	if ((err = wrk_digest_from_pb(pb, &dg, &eb)) != REAP_OK) {
+		set_error(o, err, &eb, what);
+		return NULL;
+	}
+	if ((err = wrk_cas_get(cas, &dg, max, &data, &len, &eb)) == REAP_E_NOT_FOUND) {
+		missing_blob(o, &dg);
+		return NULL;
+	}
+	if (err != REAP_OK) {
+		set_error(o, err, &eb, what);
+		return NULL;
+	}
+	ProtobufCMessage *m = protobuf_c_message_unpack(desc, NULL, len, data);
+	free(data);
+	if (m == NULL)
+		set_status(o, GOOGLE__RPC__CODE__INVALID_ARGUMENT, "%s is not a valid message", what);
+	return m;
+}
+
+typedef struct strlist {
+	size_t n;
+	char **v;
+} strlist_t;
+
+/* REAPI: the worker creates the parent folders of every output path. */
+static int make_output_parents(const char *root, const WRK_RE(Command) *cmd, outcome_t *o)
+{
+	char rel[PATH_MAX];
+	size_t n_lists = 0;
+	strlist_t lists[2];
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+	if (cmd->n_output_paths > 0) {
+		lists[n_lists++] = (strlist_t){cmd->n_output_paths, cmd->output_paths};
+	} else { /* REAPI before v2.1 */
+		lists[n_lists++] = (strlist_t){cmd->n_output_files, cmd->output_files};
+		lists[n_lists++] = (strlist_t){cmd->n_output_directories, cmd->output_directories};
+	}
+#pragma GCC diagnostic pop
+	for (size_t l = 0; l < n_lists; l++) {
+		for (size_t i = 0; i < lists[l].n; i++) {
+			const char *p = lists[l].v[i], *slash = strrchr(p, '/');
+			if (!clean_rel(p)) {
+				set_status(o, GOOGLE__RPC__CODE__INVALID_ARGUMENT,
+					   "output path \"%s\" is not a clean relative path", p);
+				return REAP_E_INVALID;
+			}
+			int n = snprintf(rel, sizeof(rel), "%s%s%.*s", cmd->working_directory,
+					 cmd->working_directory[0] ? "/" : "",
+					 slash ? (int)(slash - p) : 0, p);
+			if (n < 0 || (size_t)n >= sizeof(rel)) {
+				set_status(o, GOOGLE__RPC__CODE__INVALID_ARGUMENT,
+					   "output path \"%s\" is too long", p);
+				return REAP_E_INVALID;
+			}
+			mkdirs_under(root, rel, (size_t)n);
+		}
+	}
+	return REAP_OK;
+}
+
+static int64_t timeout_ms(const wrk_daemon_t *d, const WRK_RE(Action) *a)
+{
+	if (a->timeout == NULL || (a->timeout->seconds <= 0 && a->timeout->nanos <= 0))
+		return d->cfg.default_timeout_ms;
+	if (a->timeout->seconds > INT64_MAX / 1000 - 1)
+		return INT64_MAX / 2;
+	return a->timeout->seconds * 1000 + (a->timeout->nanos + 999999) / 1000000;
+}
+
+/* Upload a stdio file into *field (left NULL when the file is empty). */
+static int put_stdio(wrk_cas_t *cas, const char *path, WRK_RE(Digest) **field, reap_errbuf_t *eb)
+{
+	reap_digest_t dg;
+	struct stat st;
+	int err = REAP_OK, fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return reap_errf(eb, REAP_E_IO, "cannot open %s: %s", path, strerror(errno));
+	if (fstat(fd, &st) == 0 && st.st_size == 0)
+		goto out;
+	if ((err = wrk_cas_put_file(cas, fd, &dg, eb)) != REAP_OK)
+		goto out;
+	if ((*field = wrk_digest_pb_new(&dg)) == NULL)
+		err = reap_errf(eb, REAP_E_NOMEM, "out of memory");
+out:
+	close(fd);
+	return err;
+}
+
+/* Stage, run, collect: fills o (status and result). */
+static void execute(lease_run_t *lr, wrk_cas_t *cas, outcome_t *o)
+{
+	wrk_daemon_t *d = lr->slot->d;
+	WRK_RE(Action) *action = NULL;
+	WRK_RE(Command) *cmd = NULL;
+	wrk_staged_t staged = {0};
+	wrk_run_result_t run;
+	reap_errbuf_t eb = {{0}};
+	reap_digest_t root_d;
+	int err;
+
+	stamp(o, TS_FETCH0, 0);
+	action = fetch(cas, lr->lease->action_digest, MAX_ACTION_BYTES,
+		       &build__bazel__remote__execution__v2__action__descriptor, "the Action", o);
+	if (action == NULL)
+		goto out;
+	cmd = fetch(cas, action->command_digest, MAX_COMMAND_BYTES,
+		    &build__bazel__remote__execution__v2__command__descriptor, "the Command", o);
+	if (cmd == NULL)
+		goto out;
+	if ((err = wrk_digest_from_pb(action->input_root_digest, &root_d, &eb)) != REAP_OK) {
+		set_error(o, err, &eb, "input_root_digest");
+		goto out;
+	}
+	if (mkdir(lr->dir, 0700) != 0 || mkdir(lr->root, 0755) != 0) {
+		set_status(o, GOOGLE__RPC__CODE__INTERNAL, "cannot create the exec root %s: %s",
+			   lr->root, strerror(errno));
+		goto out;
+	}
+	err = wrk_stage(d->cache, cas, &root_d, lr->root, &staged, &eb);
+	if (err == REAP_E_PRECONDITION && staged.n_missing > 0) {
+		set_missing(o, staged.missing, staged.n_missing);
+		goto out;
+	}
+	if (err != REAP_OK) {
+		set_error(o, err, &eb, "staging the input root");
+		goto out;
+	}
+	if (make_output_parents(lr->root, cmd, o) != REAP_OK)
+		goto out;
+	stamp(o, TS_FETCH1, 0);
+	if (__atomic_load_n(&lr->slot->cancel, __ATOMIC_ACQUIRE)) {
+		o->interrupted = true; /* cancelled, lost or stopping: run_lease decides */
+		goto out;
+	}
+
+	err = wrk_sandbox_run(&d->cfg.sandbox, lr->root, cmd, timeout_ms(d, action), lr->out_path,
+			      lr->err_path, &lr->slot->cancel, &run, &eb);
+	if (err != REAP_OK) {
+		set_error(o, err, &eb, "running the command");
+		goto out;
+	}
+	stamp(o, TS_EXEC0, run.start_ns);
+	stamp(o, TS_EXEC1, run.end_ns);
+	if (run.cancelled) {
+		o->interrupted = true;
+		goto out;
+	}
+
+	stamp(o, TS_UP0, 0);
+	o->resp.result = &o->ar;
+	o->ar.exit_code = run.exit_code;
+	if ((err = put_stdio(cas, lr->out_path, &o->ar.stdout_digest, &eb)) != REAP_OK ||
+	    (err = put_stdio(cas, lr->err_path, &o->ar.stderr_digest, &eb)) != REAP_OK ||
+	    (err = wrk_collect_outputs(cas, lr->root, cmd, &o->ar, &eb)) != REAP_OK) {
+		set_error(o, err, &eb, "uploading the outputs");
+		goto out;
+	}
+	stamp(o, TS_UP1, 0);
+	if (!wrk_staged_intact(d->cache, &staged)) {
+		/* not OK, so the scheduler does not cache it; the result is kept for diagnosis */
+		set_status(o, GOOGLE__RPC__CODE__INTERNAL,
+			   "action modified its input files; result not cached");
+		o->resp.message = o->msg;
+	} else if (run.timed_out) {
+		set_status(o, GOOGLE__RPC__CODE__DEADLINE_EXCEEDED,
+			   "the action timed out after %lld ms", (long long)timeout_ms(d, action));
+	}
+out:
+	wrk_staged_destroy(&staged);
+	if (cmd != NULL)
+		protobuf_c_message_free_unpacked(&cmd->base, NULL);
+	if (action != NULL)
+		protobuf_c_message_free_unpacked(&action->base, NULL);
+}
+
+/* Report o; retried while the scheduler is unreachable (the lease is still renewed). */
+static void complete(lease_run_t *lr, outcome_t *o)
+{
+	wrk_daemon_t *d = lr->slot->d;
+	Reap__V1__CompleteRequest req = REAP__V1__COMPLETE_REQUEST__INIT;
+	int64_t step = 0;
+
+	req.lease_id = lr->lease->lease_id;
+	req.worker_name = (char *)d->cfg.name;
+	req.response = &o->resp;
+	for (int i = 0; i < COMPLETE_TRIES && !__atomic_load_n(&lr->lost, __ATOMIC_ACQUIRE); i++) {
+		Reap__V1__CompleteResponse *resp = NULL;
+		rpc_status_t st;
+		int rc = rpc_unary(d->sched_ch, WQ "Complete", &req.base,
+				   &reap__v1__complete_response__descriptor,
+				   (ProtobufCMessage **)&resp, &st, RPC_TIMEOUT_MS);
+		bool retry = rc != REAP_OK || st.code == GOOGLE__RPC__CODE__UNAVAILABLE ||
+			     st.code == GOOGLE__RPC__CODE__DEADLINE_EXCEEDED;
+		if (rc == REAP_OK && st.code == 0)
+			REAP_INFO("action completed", "lease=%s operation=%s status=%d exit=%d cached=%d",
+				  lr->lease->lease_id, lr->lease->operation_name, o->status.code,
+				  o->resp.result ? o->resp.result->exit_code : -1,
+				  (int)resp->cached);
+		else
+			REAP_WARN("Complete failed", "lease=%s code=%d msg=\"%s\" retry=%d",
+				  lr->lease->lease_id, st.code, st.msg, (int)retry);
+		if (resp != NULL)
+			protobuf_c_message_free_unpacked(&resp->base, NULL);
+		rpc_status_destroy(&st);
+		if (!retry || i + 1 == COMPLETE_TRIES || backoff(lr->slot, &step))
+			break;
+	}
+}
+
+static void run_lease(slot_t *s, const Reap__V1__Lease *lease)
+{
+	wrk_daemon_t *d = s->d;
+	lease_run_t lr = {.slot = s, .lease = lease};
+	outcome_t o;
+	wrk_cas_t *cas = NULL;
+	char safe[80];
+	size_t i;
+
+	memset(&o, 0, sizeof(o));
+	o.resp = (WRK_RE(ExecuteResponse))WRK_RE_INIT(EXECUTE_RESPONSE);
+	WRK_RE_FN(action_result__init)(&o.ar); /* not the INIT macro: it names deprecated fields */
+	o.md = (WRK_RE(ExecutedActionMetadata))WRK_RE_INIT(EXECUTED_ACTION_METADATA);
+	google__rpc__status__init(&o.status);
+	o.md.worker = (char *)d->cfg.name;
+	o.ar.execution_metadata = &o.md;
+	stamp(&o, TS_START, 0);
+
+	for (i = 0; lease->lease_id[i] != '\0' && i < sizeof(safe) - 1; i++) {
+		char c = lease->lease_id[i];
+		bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+			  (c >= '0' && c <= '9') || c == '-' || c == '_';
+		safe[i] = ok ? c : '_';
+	}
+	safe[i] = '\0';
+	snprintf(lr.dir, sizeof(lr.dir), "%s/" LEASE_PREFIX "%s", d->cfg.work_dir, safe);
+	snprintf(lr.root, sizeof(lr.root), "%s/root", lr.dir);
+	snprintf(lr.out_path, sizeof(lr.out_path), "%s/stdout", lr.dir);
+	snprintf(lr.err_path, sizeof(lr.err_path), "%s/stderr", lr.dir);
+	rm_tree(lr.dir); /* a leftover of the same name */
+
+	lr.ttl_ms = lease->lease_ttl_ms > 0 ? lease->lease_ttl_ms : DEFAULT_TTL_MS;
+	pthread_mutex_init(&lr.mu, NULL);
+	pthread_cond_init(&lr.cv, NULL);
+	lr.renewing = pthread_create(&lr.renewer, NULL, renew_main, &lr) == 0;
+	if (!lr.renewing)
+		REAP_WARN("cannot start the renew thread", "lease=%s", lease->lease_id);
+	REAP_INFO("action started", "lease=%s operation=%s instance=\"%s\"", lease->lease_id,
+		  lease->operation_name, lease->instance_name);
+
+	if ((cas = wrk_cas_new(d->cas_ch, lease->instance_name, max_batch(d, lease->instance_name))) ==
+	    NULL)
+		set_status(&o, GOOGLE__RPC__CODE__RESOURCE_EXHAUSTED, "out of memory");
+	else
+		execute(&lr, cas, &o);
+	stamp(&o, TS_DONE, 0);
+
+	if (__atomic_load_n(&lr.lost, __ATOMIC_ACQUIRE)) {
+		/* someone else has it now */
+	} else if (__atomic_load_n(&lr.server_cancelled, __ATOMIC_ACQUIRE)) {
+		o.resp.result = NULL;
+		set_status(&o, GOOGLE__RPC__CODE__CANCELLED, "the operation was cancelled");
+		complete(&lr, &o);
+	} else if (o.interrupted) {
+		REAP_WARN("worker stopping: action abandoned; it is re-queued when its lease expires",
+			  "lease=%s", lease->lease_id);
+	} else { /* finished (even if a stop came meanwhile): report it */
+		complete(&lr, &o);
+	}
+	renew_stop(&lr);
+	pthread_mutex_destroy(&lr.mu);
+	pthread_cond_destroy(&lr.cv);
+	o.ar.execution_metadata = NULL;
+	wrk_result_free_outputs(&o.ar);
+	free(o.detail);
+	wrk_cas_free(cas);
+	if (rm_tree(lr.dir) != 0)
+		REAP_WARN("cannot remove the exec root", "path=\"%s\"", lr.dir);
+}
+
+/* ---- slots ---- */
+
+static void *slot_main(void *arg)
+{
+	slot_t *s = arg;
+	wrk_daemon_t *d = s->d;
+	Reap__V1__PollRequest req = REAP__V1__POLL_REQUEST__INIT;
+	int64_t step = 0;
+
+	req.worker_name = (char *)d->cfg.name;
+	req.platform = &d->offer;
+	req.wait_ms = POLL_WAIT_MS;
+	while (!stopping(d)) {
+		Reap__V1__PollResponse *resp = NULL;
+		rpc_status_t st;
+		int64_t t0 = mono_ms();
+		int rc = rpc_unary(d->sched_ch, WQ "Poll", &req.base,
+				   &reap__v1__poll_response__descriptor, (ProtobufCMessage **)&resp,
+				   &st, POLL_WAIT_MS + POLL_SLACK_MS);
+		bool ok = rc == REAP_OK && st.code == 0;
+		bool leased = ok && resp->lease != NULL && resp->lease->lease_id[0] != '\0' &&
+			      resp->lease->action_digest != NULL;
+		if (!ok && step == 0)
+			REAP_WARN("Poll failed; backing off", "slot=%d code=%d msg=\"%s\"", s->index,
+				  st.code, st.msg);
+		rpc_status_destroy(&st);
+		if (leased && stopping(d)) {
+			REAP_WARN("lease dropped at stop; it is re-queued when it expires", "lease=%s",
+				  resp->lease->lease_id);
+		} else if (leased) {
+			if (step != 0)
+				REAP_INFO("Poll recovered", "slot=%d", s->index);
+			step = 0;
+			__atomic_store_n(&s->cancel, stopping(d), __ATOMIC_RELEASE);
+			run_lease(s, resp->lease);
+		} else if (ok && mono_ms() - t0 >= EARLY_POLL_MS) {
+			if (step != 0)
+				REAP_INFO("Poll recovered", "slot=%d", s->index);
+			step = 0; /* a long-poll that simply ended */
+		} else if (backoff(s, &step)) {
+			/* an error, or an empty answer at once (a draining scheduler): never spin */
+		}
+		if (resp != NULL)
+			protobuf_c_message_free_unpacked(&resp->base, NULL);
+	}
+	return NULL;
+}
+
+/* ---- start and stop ---- */
+
+static const char *keep(wrk_daemon_t *d, const char *s)
+{
+	char **v;
+	if (s == NULL || (v = realloc(d->strs, (d->n_strs + 1) * sizeof(*v))) == NULL)
+		return NULL;
+	d->strs = v;
+	return (d->strs[d->n_strs] = strdup(s)) != NULL ? d->strs[d->n_strs++] : NULL;
+}
+
+static int cmp_prop(const void *a, const void *b)
+{
+	const WRK_RE(Platform__Property) *x = *(WRK_RE(Platform__Property) *const *)a;
+	const WRK_RE(Platform__Property) *y = *(WRK_RE(Platform__Property) *const *)b;
+	int c = strcmp(x->name, y->name);
+	return c != 0 ? c : strcmp(x->value, y->value);
+}
+
+/* Copy what the daemon keeps of cfg; the platform offer sorted by name (REAPI order). */
+static int copy_config(wrk_daemon_t *d, const wrk_config_t *cfg, reap_errbuf_t *eb)
+{
+	d->cfg = *cfg;
+	d->cfg.scheduler = keep(d, cfg->scheduler);
+	d->cfg.cas = cfg->cas != NULL ? keep(d, cfg->cas) : d->cfg.scheduler;
+	d->cfg.name = keep(d, cfg->name);
+	d->cfg.token = cfg->token != NULL ? keep(d, cfg->token) : NULL;
+	d->cfg.work_dir = keep(d, cfg->work_dir);
+	d->cfg.cache_dir = keep(d, cfg->cache_dir);
+	d->cfg.sandbox.bwrap = cfg->sandbox.bwrap != NULL ? keep(d, cfg->sandbox.bwrap) : NULL;
+	d->platform = calloc(cfg->n_platform + 1, sizeof(char *));
+	d->ro_paths = calloc(cfg->sandbox.n_ro_paths + 1, sizeof(char *));
+	d->props = calloc(cfg->n_platform + 1, sizeof(*d->props));
+	d->propp = calloc(cfg->n_platform + 1, sizeof(*d->propp));
+	if (d->cfg.scheduler == NULL || d->cfg.cas == NULL || d->cfg.name == NULL ||
+	    (cfg->token != NULL && d->cfg.token == NULL) || d->cfg.work_dir == NULL ||
+	    d->cfg.cache_dir == NULL || d->platform == NULL || d->ro_paths == NULL ||
+	    d->props == NULL || d->propp == NULL)
+		return reap_errf(eb, REAP_E_INVALID,
+				 "scheduler, name, work_dir and cache_dir are required");
+	if (strlen(d->cfg.name) >= 128)
+		return reap_errf(eb, REAP_E_INVALID, "the worker name must be 1 to 127 bytes");
+	for (size_t i = 0; i < cfg->sandbox.n_ro_paths; i++)
+		if ((d->ro_paths[i] = keep(d, cfg->sandbox.ro_paths[i])) == NULL)
+			return reap_errf(eb, REAP_E_NOMEM, "out of memory");
+	d->cfg.sandbox.ro_paths = d->ro_paths;
+	for (size_t i = 0; i < cfg->n_platform; i++) {
+		const char *kv = keep(d, cfg->platform[i]), *split = keep(d, cfg->platform[i]);
+		char *eq = split != NULL ? strchr(split, '=') : NULL;
+		if (kv == NULL || eq == NULL || eq == split)
+			return reap_errf(eb, REAP_E_INVALID, "platform property \"%s\" is not name=value",
+					 cfg->platform[i]);
+		d->platform[i] = kv;
+		*eq = '\0'; /* split now holds the name; the value follows */
+		d->props[i] = (WRK_RE(Platform__Property))WRK_RE_INIT(PLATFORM__PROPERTY);
+		d->props[i].name = (char *)split;
+		d->props[i].value = eq + 1;
+		d->propp[i] = &d->props[i];
+	}
+	qsort(d->propp, cfg->n_platform, sizeof(*d->propp), cmp_prop);
+	d->cfg.platform = d->platform;
+	d->offer = (WRK_RE(Platform))WRK_RE_INIT(PLATFORM);
+	d->offer.n_properties = cfg->n_platform;
+	d->offer.properties = d->propp;
+	if (d->cfg.slots <= 0) {
+		long n = sysconf(_SC_NPROCESSORS_ONLN);
+		d->cfg.slots = n > 0 && n < 1024 ? (int)n : 1;
+	}
+	if (d->cfg.default_timeout_ms <= 0)
+		d->cfg.default_timeout_ms = 600000;
+	return REAP_OK;
+}
+
+/* Run `true` in the sandbox once, so a broken bwrap fails the start, not every action. */
+static int self_test(wrk_daemon_t *d, reap_errbuf_t *eb)
+{
+	char dir[PATH_MAX], root[PATH_MAX + 8], out[PATH_MAX + 8], err_path[PATH_MAX + 8];
+	char *argv[] = {(char *)"true"};
+	WRK_RE(Command__EnvironmentVariable) path = WRK_RE_INIT(COMMAND__ENVIRONMENT_VARIABLE);
+	WRK_RE(Command__EnvironmentVariable) *envp[] = {&path};
+	WRK_RE(Command) cmd;
+	wrk_run_result_t run;
+	int err;
+
+	WRK_RE_FN(command__init)(&cmd);
+	path.name = (char *)"PATH";
+	path.value = (char *)"/usr/bin:/bin";
+	cmd.n_arguments = 1;
+	cmd.arguments = argv;
+	cmd.n_environment_variables = 1;
+	cmd.environment_variables = envp;
+	snprintf(dir, sizeof(dir), "%s/selftest", d->cfg.work_dir);
+	snprintf(root, sizeof(root), "%s/root", dir);
+	snprintf(out, sizeof(out), "%s/stdout", dir);
+	snprintf(err_path, sizeof(err_path), "%s/stderr", dir);
+	rm_tree(dir);
+	if (mkdir(dir, 0700) != 0 || mkdir(root, 0755) != 0)
+		return reap_errf(eb, REAP_E_IO, "cannot create %s: %s", root, strerror(errno));
+	err = wrk_sandbox_run(&d->cfg.sandbox, root, &cmd, 30000, out, err_path, NULL, &run, eb);
+	if (err == REAP_OK && run.exit_code != 0) {
+		char msg[200] = "";
+		FILE *f = fopen(err_path, "r");
+		if (f != NULL) {
+			if (fgets(msg, sizeof(msg), f) == NULL)
+				msg[0] = '\0';
+			fclose(f);
+		}
+		msg[strcspn(msg, "\n")] = '\0';
+		err = reap_errf(eb, REAP_E_PRECONDITION,
+				"the sandbox does not work here (`true` exited %d: %s)", run.exit_code,
+				msg);
+	}
+	rm_tree(dir);
+	return err;
+}
+
+static void daemon_free(wrk_daemon_t *d)
+{
+	if (d->cas_ch != d->sched_ch)
+		rpc_channel_free(d->cas_ch);
+	rpc_channel_free(d->sched_ch);
+	wrk_cache_close(d->cache);
+	for (size_t i = 0; i < d->n_strs; i++)
+		free(d->strs[i]);
+	free(d->strs);
+	free(d->platform);
+	free(d->ro_paths);
+	free(d->props);
+	free(d->propp);
+	free(d->slots);
+	pthread_mutex_destroy(&d->mu);
+	pthread_cond_destroy(&d->cv);
+	free(d);
+}
+
+static int open_channel(const char *target, const char *token, rpc_channel_t **out,
+			reap_errbuf_t *eb)
+{
+	char *bearer = NULL;
+	if ((*out = rpc_channel_new(target, 0)) == NULL)
+		return reap_errf(eb, REAP_E_UNAVAILABLE, "cannot create a channel to %s", target);
+	if (token == NULL)
+		return REAP_OK;
+	if (asprintf(&bearer, "Bearer %s", token) < 0)
+		return reap_errf(eb, REAP_E_NOMEM, "out of memory");
+	int err = rpc_channel_set_header(*out, "authorization", bearer);
+	memset(bearer, 0, strlen(bearer));
+	free(bearer);
+	return err != REAP_OK ? reap_errf(eb, err, "the token is not a valid header value") : REAP_OK;
+}
+
+wrk_daemon_t *wrk_daemon_start(const wrk_config_t *cfg, reap_errbuf_t *eb)
+{
+	wrk_daemon_t *d = calloc(1, sizeof(*d));
+	char abs_work[PATH_MAX];
+	int err;
+
+	if (d == NULL) {
+		reap_errf(eb, REAP_E_NOMEM, "out of memory");
+		return NULL;
+	}
+	pthread_mutex_init(&d->mu, NULL);
+	pthread_cond_init(&d->cv, NULL);
+	if ((err = copy_config(d, cfg, eb)) != REAP_OK)
+		goto fail;
+	if (mkdir(d->cfg.work_dir, 0700) != 0 && errno != EEXIST) {
+		reap_errf(eb, REAP_E_IO, "cannot create %s: %s", d->cfg.work_dir, strerror(errno));
+		goto fail;
+	}
+	/* bwrap binds the exec root by path: make it absolute */
+	if (realpath(d->cfg.work_dir, abs_work) == NULL ||
+	    (d->cfg.work_dir = keep(d, abs_work)) == NULL) {
+		reap_errf(eb, REAP_E_IO, "cannot resolve %s: %s", cfg->work_dir, strerror(errno));
+		goto fail;
+	}
+	clean_work_dir(d->cfg.work_dir);
+	if ((err = self_test(d, eb)) != REAP_OK)
+		goto fail;
+	if ((d->cache = wrk_cache_open(d->cfg.cache_dir, d->cfg.cache_bytes, eb)) == NULL)
+		goto fail;
+	if (open_channel(d->cfg.scheduler, d->cfg.token, &d->sched_ch, eb) != REAP_OK)
+		goto fail;
+	if (strcmp(d->cfg.cas, d->cfg.scheduler) == 0)
+		d->cas_ch = d->sched_ch;
+	else if (open_channel(d->cfg.cas, d->cfg.token, &d->cas_ch, eb) != REAP_OK)
+		goto fail;
+	if ((d->slots = calloc((size_t)d->cfg.slots, sizeof(*d->slots))) == NULL) {
+		reap_errf(eb, REAP_E_NOMEM, "out of memory");
+		goto fail;
+	}
+	for (int i = 0; i < d->cfg.slots; i++) {
+		slot_t *s = &d->slots[i];
+		s->d = d;
+		s->index = i;
+		s->seed = (unsigned)getpid() * 2654435761u + (unsigned)i * 40503u + (unsigned)mono_ms();
+		if (pthread_create(&s->thread, NULL, slot_main, s) != 0) {
+			reap_errf(eb, REAP_E_NOMEM, "cannot start slot thread %d", i);
+			d->n_slots = i;
+			wrk_daemon_stop(d);
+			return NULL;
+		}
+		s->started = true;
+	}
+	d->n_slots = d->cfg.slots;
+	REAP_INFO("worker started", "name=\"%s\" scheduler=%s cas=%s slots=%d work=\"%s\"",
+		  d->cfg.name, d->cfg.scheduler, d->cfg.cas, d->cfg.slots, d->cfg.work_dir);
+	return d;
+fail:
+	daemon_free(d);
+	return NULL;
+}
+
+void wrk_daemon_stop(wrk_daemon_t *d)
+{
+	if (d == NULL)
+		return;
+	pthread_mutex_lock(&d->mu);
+	__atomic_store_n(&d->stopping, true, __ATOMIC_RELEASE);
+	pthread_cond_broadcast(&d->cv);
+	pthread_mutex_unlock(&d->mu);
+	for (int i = 0; i < d->n_slots; i++)
+		__atomic_store_n(&d->slots[i].cancel, true, __ATOMIC_RELEASE);
+	for (int i = 0; i < d->n_slots; i++)
+		if (d->slots[i].started)
+			pthread_join(d->slots[i].thread, NULL);
+	REAP_INFO("worker stopped", "name=\"%s\"", d->cfg.name);
+	daemon_free(d);
+}
