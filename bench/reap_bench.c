@@ -1,0 +1,372 @@
+/*
+ * reap_bench.c - reap-bench: a load generator for any REAPI v2 server.
+ *
+ *   reap-bench SCENARIO [--target HOST:PORT | --spawn PATH_TO_REAPD] [options]
+ *
+ * Scenarios: bytestream-write, bytestream-read, find-missing, batch-update,
+ * ac-get, baseline, all. Each prints its throughput, the p50/p99 latency of
+ * its unit of work, the client's CPU seconds and, with --server-pid (implied
+ * by --spawn), the server's CPU seconds and peak RSS. `all` measures the
+ * baselines first and prints every scenario's ratio to the relevant one,
+ * then a Markdown summary table. See bench/README.md.
+ *
+ * This file: options, defaults, dispatch and printing.
+ */
+#include <getopt.h>
+#include <malloc.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bench/bench.h"
+
+typedef void (*scen_fn_t)(bench_ctx_t *c, bench_result_t *r);
+
+static const struct {
+	const char *name;
+	scen_fn_t fn;
+} scenarios[] = {
+	{"bytestream-write", bench_bytestream_write},
+	{"bytestream-read", bench_bytestream_read},
+	{"find-missing", bench_find_missing},
+	{"batch-update", bench_batch_update},
+	{"ac-get", bench_ac_get},
+};
+#define N_SCEN (sizeof(scenarios) / sizeof(scenarios[0]))
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: reap-bench SCENARIO [options]\n"
+		"scenarios: bytestream-write bytestream-read find-missing batch-update ac-get\n"
+		"           baseline all\n"
+		"server:\n"
+		"  --target HOST:PORT     any REAPI v2 server (plaintext gRPC)\n"
+		"  --spawn PATH           start this reapd on 127.0.0.1:0 with a temporary folder\n"
+		"  --no-sync              pass --no-sync to the spawned reapd (default: fsync on)\n"
+		"  --server-pid PID       also report the server's CPU seconds and peak RSS\n"
+		"  --instance NAME        instance name (default \"\")\n"
+		"  --header KEY=VALUE     metadata sent with every call (repeatable, e.g. authorization)\n"
+		"run:\n"
+		"  --quick                a seconds-long version (smaller counts)\n"
+		"  --time-limit SEC       stop everything after SEC (default 1200; quick 180)\n"
+		"  --seed N               content seed (default: from the OS)\n"
+		"bytestream-write / bytestream-read:\n"
+		"  --bs-size SIZE         blob size (default 16MiB)\n"
+		"  --bs-count N           blobs (default 32; quick 4)\n"
+		"  --bs-parallel K        streams in parallel (default 2)\n"
+		"  --bs-chunk SIZE        Write message size (default 1MiB)\n"
+		"find-missing:\n"
+		"  --fm-digests D         digests per request, half present (default 10000)\n"
+		"  --fm-requests R        requests (default 200; quick 20)\n"
+		"  --fm-parallel P        requests in flight (default 1)\n"
+		"batch-update:\n"
+		"  --bu-size SIZE         blob size (default 1KiB)\n"
+		"  --bu-count N           blobs (default 100000; quick 20000)\n"
+		"  --bu-parallel P        batches in flight (default 2)\n"
+		"  --bu-max-batch SIZE    batch budget (default: the server's max_batch_total_size_bytes)\n"
+		"ac-get:\n"
+		"  --ac-calls N           GetActionResult calls (default 50000; quick 5000)\n"
+		"  --ac-inflight C        calls in flight (default 16)\n"
+		"  --ac-entries E         distinct entries (default 100)\n");
+}
+
+enum {
+	OPT_TARGET = 256, OPT_SPAWN, OPT_NOSYNC, OPT_PID, OPT_INSTANCE, OPT_HEADER, OPT_QUICK,
+	OPT_LIMIT, OPT_SEED, OPT_BS_SIZE, OPT_BS_COUNT, OPT_BS_PAR, OPT_BS_CHUNK, OPT_FM_D,
+	OPT_FM_R, OPT_FM_P, OPT_BU_SIZE, OPT_BU_COUNT, OPT_BU_PAR, OPT_BU_MAX, OPT_AC_CALLS,
+	OPT_AC_INFLIGHT, OPT_AC_ENTRIES,
+};
+
+/* Parse options into o (0 = unset, filled by defaults()). 0, or -1 with a message. */
+static int parse_opts(int argc, char **argv, bench_opts_t *o)
+{
+	static const struct option longopts[] = {
+		{"target", required_argument, NULL, OPT_TARGET},
+		{"spawn", required_argument, NULL, OPT_SPAWN},
+		{"no-sync", no_argument, NULL, OPT_NOSYNC},
+		{"server-pid", required_argument, NULL, OPT_PID},
+		{"instance", required_argument, NULL, OPT_INSTANCE},
+		{"header", required_argument, NULL, OPT_HEADER},
+		{"quick", no_argument, NULL, OPT_QUICK},
+		{"time-limit", required_argument, NULL, OPT_LIMIT},
+		{"seed", required_argument, NULL, OPT_SEED},
+		{"bs-size", required_argument, NULL, OPT_BS_SIZE},
+		{"bs-count", required_argument, NULL, OPT_BS_COUNT},
+		{"bs-parallel", required_argument, NULL, OPT_BS_PAR},
+		{"bs-chunk", required_argument, NULL, OPT_BS_CHUNK},
+		{"fm-digests", required_argument, NULL, OPT_FM_D},
+		{"fm-requests", required_argument, NULL, OPT_FM_R},
+		{"fm-parallel", required_argument, NULL, OPT_FM_P},
+		{"bu-size", required_argument, NULL, OPT_BU_SIZE},
+		{"bu-count", required_argument, NULL, OPT_BU_COUNT},
+		{"bu-parallel", required_argument, NULL, OPT_BU_PAR},
+		{"bu-max-batch", required_argument, NULL, OPT_BU_MAX},
+		{"ac-calls", required_argument, NULL, OPT_AC_CALLS},
+		{"ac-inflight", required_argument, NULL, OPT_AC_INFLIGHT},
+		{"ac-entries", required_argument, NULL, OPT_AC_ENTRIES},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	int opt, pid = 0, bad = 0;
+
+	while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+		switch (opt) {
+		case OPT_TARGET: o->target = optarg; break;
+		case OPT_SPAWN: o->spawn = optarg; break;
+		case OPT_NOSYNC: o->no_sync = true; break;
+		case OPT_PID: bad |= bench_parse_int(optarg, &pid); o->server_pid = pid; break;
+		case OPT_INSTANCE: o->instance = optarg; break;
+		case OPT_HEADER:
+			if (o->n_headers == BENCH_MAX_HEADERS || strchr(optarg, '=') == NULL)
+				bad = -1;
+			else
+				o->headers[o->n_headers++] = optarg;
+			break;
+		case OPT_QUICK: o->quick = true; break;
+		case OPT_LIMIT: bad |= bench_parse_int(optarg, &o->time_limit_s); break;
+		case OPT_SEED: o->seed = strtoull(optarg, NULL, 0); break;
+		case OPT_BS_SIZE: bad |= bench_parse_size(optarg, &o->bs_size); break;
+		case OPT_BS_COUNT: bad |= bench_parse_int(optarg, &o->bs_count); break;
+		case OPT_BS_PAR: bad |= bench_parse_int(optarg, &o->bs_parallel); break;
+		case OPT_BS_CHUNK: bad |= bench_parse_size(optarg, &o->bs_chunk); break;
+		case OPT_FM_D: bad |= bench_parse_int(optarg, &o->fm_digests); break;
+		case OPT_FM_R: bad |= bench_parse_int(optarg, &o->fm_requests); break;
+		case OPT_FM_P: bad |= bench_parse_int(optarg, &o->fm_parallel); break;
+		case OPT_BU_SIZE: bad |= bench_parse_size(optarg, &o->bu_size); break;
+		case OPT_BU_COUNT: bad |= bench_parse_int(optarg, &o->bu_count); break;
+		case OPT_BU_PAR: bad |= bench_parse_int(optarg, &o->bu_parallel); break;
+		case OPT_BU_MAX: bad |= bench_parse_size(optarg, &o->bu_max_batch); break;
+		case OPT_AC_CALLS: bad |= bench_parse_int(optarg, &o->ac_calls); break;
+		case OPT_AC_INFLIGHT: bad |= bench_parse_int(optarg, &o->ac_inflight); break;
+		case OPT_AC_ENTRIES: bad |= bench_parse_int(optarg, &o->ac_entries); break;
+		case 'h': usage(stdout); exit(0);
+		default: return -1;
+		}
+		if (bad) {
+			fprintf(stderr, "reap-bench: bad value for --%s: '%s'\n",
+				longopts[opt - OPT_TARGET].name, optarg);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+#define DEF(field, full_v, quick_v) \
+	do { \
+		if (o->field == 0) \
+			o->field = o->quick ? (quick_v) : (full_v); \
+	} while (0)
+
+static void defaults(bench_opts_t *o)
+{
+	if (o->instance == NULL)
+		o->instance = "";
+	DEF(time_limit_s, 1200, 180);
+	DEF(bs_size, (size_t)16 << 20, (size_t)16 << 20);
+	DEF(bs_count, 32, 4);
+	DEF(bs_parallel, 2, 2);
+	DEF(bs_chunk, (size_t)1 << 20, (size_t)1 << 20);
+	DEF(fm_digests, 10000, 10000);
+	DEF(fm_requests, 200, 20);
+	DEF(fm_parallel, 1, 1);
+	DEF(bu_size, 1024, 1024);
+	DEF(bu_count, 100000, 20000);
+	DEF(bu_parallel, 2, 2);
+	DEF(ac_calls, 50000, 5000);
+	DEF(ac_inflight, 16, 16);
+	DEF(ac_entries, 100, 100);
+	o->sha_seconds = o->quick ? 0.5 : 2.0;
+}
+
+/* The 1-minute load average, or "?". */
+static const char *loadavg(char *buf, size_t len)
+{
+	FILE *f = fopen("/proc/loadavg", "r");
+	snprintf(buf, len, "?");
+	if (f != NULL) {
+		if (fgets(buf, (int)len, f) != NULL)
+			buf[strcspn(buf, " ")] = '\0';
+		fclose(f);
+	}
+	return buf;
+}
+
+static void print_machine(void)
+{
+	char line[256], model[200] = "?", date[64];
+	time_t now = time(NULL);
+	FILE *f = fopen("/proc/cpuinfo", "r");
+
+	if (f != NULL) {
+		while (fgets(line, sizeof(line), f) != NULL) {
+			char *colon = strchr(line, ':');
+			if (strncmp(line, "model name", 10) == 0 && colon != NULL) {
+				snprintf(model, sizeof(model), "%s", colon + 2);
+				model[strcspn(model, "\n")] = '\0';
+				break;
+			}
+		}
+		fclose(f);
+	}
+	strftime(date, sizeof(date), "%Y-%m-%d %H:%M:%S %Z", localtime(&now));
+	printf("reap-bench %s: %ld cpus, %s, load average %s\n", date,
+	       sysconf(_SC_NPROCESSORS_ONLN), model, loadavg(line, sizeof(line)));
+}
+
+void bench_print_result(const bench_result_t *r)
+{
+	if (r->skipped) {
+		printf("   skipped: %s\n", r->note);
+		return;
+	}
+	if (!r->ran) {
+		printf("   FAILED: %s\n", r->note);
+		return;
+	}
+	printf("   throughput     %12.1f %s", r->rate, r->rate_unit);
+	if (r->mbps > 0 && strcmp(r->rate_unit, "MB/s") != 0)
+		printf("  (%.1f MB/s of payload)", r->mbps);
+	if (r->ratio >= 0)
+		printf("  = %.3f x %s", r->ratio, bench_base_name(r->base));
+	else if (r->base != BENCH_BASE_NONE)
+		printf("  (vs %s: n/a)", bench_base_name(r->base));
+	printf("\n   latency/%-6s p50 %.2f ms  p99 %.2f ms\n", r->lat_unit, r->p50_ms, r->p99_ms);
+	printf("   wall %.2f s  client cpu %.2f s", r->wall_s, r->client_cpu_s);
+	if (r->server_cpu_s >= 0)
+		printf("  server cpu %.2f s", r->server_cpu_s);
+	if (r->server_hwm_mib >= 0)
+		printf("  server peak rss %.1f MiB", r->server_hwm_mib);
+	if (r->server_cpu_s >= 0)
+		printf("\n   other processes cpu %.2f s  steal %.2f s%s\n", r->other_cpu_s, r->steal_s,
+		       r->other_cpu_s > 0.05 && r->other_cpu_s > 0.1 * r->wall_s
+			       ? "  (machine not quiet: figures are noisy)"
+			       : "");
+	else
+		printf("\n   rest of the machine (server included) cpu %.2f s  steal %.2f s\n",
+		       r->other_cpu_s, r->steal_s);
+	if (r->failed)
+		printf("   FAILED: %s\n", r->note);
+	else if (r->note[0] != '\0')
+		printf("   note: %s\n", r->note);
+}
+
+static void print_summary(const bench_ctx_t *c, const bench_result_t *rs, size_t n)
+{
+	printf("\n| scenario | config | throughput | p50 | p99 | client CPU s | server CPU s "
+	       "| server VmHWM | other procs CPU s | vs baseline |\n|---|---|---|---|---|---|---|---|---|---|\n");
+	if (c->base.value[BENCH_BASE_SHA256] > 0)
+		printf("| baseline sha256 | 1 core, EVP, 1 MiB blocks | %.1f MB/s | | | | | | | 1 |\n",
+		       c->base.value[BENCH_BASE_SHA256]);
+	for (size_t i = 0; i < n; i++) {
+		const bench_result_t *r = &rs[i];
+		char ratio[64] = "n/a", srv[32] = "-", hwm[32] = "-";
+		if (r->skipped || !r->ran) {
+			printf("| %s | %s | %s: %s | | | | | | | |\n", r->name, r->config,
+			       r->skipped ? "skipped" : "FAILED", r->note);
+			continue;
+		}
+		if (r->ratio >= 0)
+			snprintf(ratio, sizeof(ratio), "%.3f x %s", r->ratio, bench_base_name(r->base));
+		else if (r->failed)
+			snprintf(ratio, sizeof(ratio), "n/a (failed)");
+		else if (!bench_base_implemented(r->base))
+			snprintf(ratio, sizeof(ratio), "n/a (%s: later issue)", bench_base_name(r->base));
+		else if (r->base != BENCH_BASE_NONE)
+			snprintf(ratio, sizeof(ratio), "n/a (%s not measured)", bench_base_name(r->base));
+		if (r->server_cpu_s >= 0)
+			snprintf(srv, sizeof(srv), "%.2f", r->server_cpu_s);
+		if (r->server_hwm_mib >= 0)
+			snprintf(hwm, sizeof(hwm), "%.0f MiB", r->server_hwm_mib);
+		printf("| %s%s | %s | %.1f %s", r->name, r->failed ? " (FAILED)" : "", r->config,
+		       r->rate, r->rate_unit);
+		if (r->mbps > 0 && strcmp(r->rate_unit, "MB/s") != 0)
+			printf(" (%.1f MB/s)", r->mbps);
+		printf(" | %.2f ms | %.2f ms | %.2f | %s | %s | %.2f | %s |\n", r->p50_ms, r->p99_ms,
+		       r->client_cpu_s, srv, hwm, r->other_cpu_s, ratio);
+	}
+}
+
+/* Index of the scenario called name, or N_SCEN. */
+static size_t find_scen(const char *name)
+{
+	size_t i = 0;
+	while (i < N_SCEN && strcmp(scenarios[i].name, name) != 0)
+		i++;
+	return i;
+}
+
+static int run_one(bench_ctx_t *c, scen_fn_t fn, bench_result_t *r)
+{
+	fn(c, r);
+	bench_apply_ratio(c, r);
+	printf("== %s  %s\n", r->name, r->config);
+	bench_print_result(r);
+	fflush(stdout);
+	return r->failed ? 1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+	bench_ctx_t c = {0};
+	bench_result_t rs[N_SCEN];
+	const char *scen;
+	size_t n_run = 0;
+	int rc = 0;
+
+	memset(rs, 0, sizeof(rs));
+	/*
+	 * Keep the load generator cheap: with glibc's dynamic thresholds every
+	 * 1 MiB gRPC receive buffer comes from memory that was just handed back
+	 * (madvise DONTNEED) and is faulted in again page by page, which made
+	 * the client, not the server, the limit of bytestream-read.
+	 */
+	mallopt(M_MMAP_THRESHOLD, 64 << 20);
+	mallopt(M_TRIM_THRESHOLD, 512 << 20);
+	if (parse_opts(argc, argv, &c.o) != 0 || optind + 1 != argc) {
+		usage(stderr);
+		return 2;
+	}
+	scen = argv[optind];
+	if (strcmp(scen, "all") != 0 && strcmp(scen, "baseline") != 0 && find_scen(scen) == N_SCEN) {
+		fprintf(stderr, "reap-bench: unknown scenario '%s'\n", scen);
+		usage(stderr);
+		return 2;
+	}
+	defaults(&c.o);
+	if (c.o.target == NULL && c.o.spawn == NULL && strcmp(scen, "baseline") != 0) {
+		fprintf(stderr, "reap-bench: give --target HOST:PORT or --spawn PATH_TO_REAPD\n");
+		return 2;
+	}
+	if (c.o.no_sync && c.o.spawn == NULL)
+		fprintf(stderr, "reap-bench: --no-sync only applies with --spawn; ignored\n");
+	c.rng_state = c.o.seed ? c.o.seed : bench_os_seed();
+	if (bench_watchdog_start(c.o.time_limit_s) != 0) {
+		fprintf(stderr, "reap-bench: cannot start the watchdog\n");
+		return 1;
+	}
+	print_machine();
+	if (strcmp(scen, "baseline") == 0 || strcmp(scen, "all") == 0) {
+		if (bench_baseline(&c) != 0)
+			rc = 1;
+		if (strcmp(scen, "baseline") == 0)
+			return rc;
+	}
+	if (c.o.spawn != NULL && bench_server_spawn(&c, c.o.spawn) != 0)
+		return 1;
+	if (strcmp(scen, "all") == 0) {
+		char err[256];
+		if (bench_capabilities(&c, err, sizeof(err)) != 0)
+			fprintf(stderr, "reap-bench: %s\n", err);
+		for (size_t i = 0; i < N_SCEN; i++)
+			rc |= run_one(&c, scenarios[i].fn, &rs[n_run++]);
+		print_summary(&c, rs, n_run);
+	} else {
+		rc = run_one(&c, scenarios[find_scen(scen)].fn, &rs[n_run++]);
+	}
+	bench_server_stop();
+	bench_blobs_free(&c);
+	return rc;
+}
