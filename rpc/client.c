@@ -25,9 +25,12 @@
 struct rpc_channel {
 	grpc_channel *ch;
 	size_t max_msg;
-	pthread_mutex_t mu; /* guards hdrs */
+	pthread_mutex_t mu; /* guards hdrs, calls and cancelled */
 	grpc_metadata *hdrs;
 	size_t nhdrs;
+	grpc_call **calls;  /* calls in flight, for rpc_channel_cancel_all */
+	size_t ncalls, cap_calls;
+	bool cancelled;     /* rpc_channel_cancel_all ran: no new calls */
 };
 
 rpc_channel_t *rpc_channel_new(const char *target, size_t max_msg_bytes)
@@ -69,6 +72,7 @@ void rpc_channel_free(rpc_channel_t *ch)
 		grpc_slice_unref(ch->hdrs[i].value);
 	}
 	free(ch->hdrs);
+	free(ch->calls);
 	pthread_mutex_destroy(&ch->mu);
 	free(ch);
 	rpc_grpc_unref();
@@ -125,6 +129,7 @@ int rpc_client_call_new(rpc_channel_t *ch, const char *method, int timeout_ms,
 			grpc_completion_queue **cq, grpc_call **call)
 {
 	gpr_timespec deadline = gpr_inf_future(GPR_CLOCK_REALTIME);
+	int err = REAP_OK;
 
 	*cq = NULL;
 	*call = NULL;
@@ -138,11 +143,42 @@ int rpc_client_call_new(rpc_channel_t *ch, const char *method, int timeout_ms,
 					 grpc_slice_from_static_string(method), NULL, deadline,
 					 NULL);
 	if (*call == NULL) {
-		rpc_client_call_free(*cq, NULL);
+		rpc_client_call_free(ch, *cq, NULL);
 		*cq = NULL;
 		return REAP_E_INTERNAL;
 	}
-	return REAP_OK;
+	pthread_mutex_lock(&ch->mu);
+	if (ch->cancelled) {
+		err = REAP_E_CANCELLED;
+	} else if (ch->ncalls == ch->cap_calls) {
+		size_t ncap = ch->cap_calls ? ch->cap_calls * 2 : 8;
+		grpc_call **nc = realloc(ch->calls, ncap * sizeof(*nc));
+		if (nc == NULL) {
+			err = REAP_E_NOMEM;
+		} else {
+			ch->calls = nc;
+			ch->cap_calls = ncap;
+		}
+	}
+	if (err == REAP_OK)
+		ch->calls[ch->ncalls++] = *call;
+	pthread_mutex_unlock(&ch->mu);
+	if (err != REAP_OK) {
+		grpc_call_unref(*call);
+		rpc_client_call_free(ch, *cq, NULL);
+		*cq = NULL;
+		*call = NULL;
+	}
+	return err;
+}
+
+void rpc_channel_cancel_all(rpc_channel_t *ch)
+{
+	pthread_mutex_lock(&ch->mu);
+	ch->cancelled = true;
+	for (size_t i = 0; i < ch->ncalls; i++)
+		grpc_call_cancel(ch->calls[i], NULL);
+	pthread_mutex_unlock(&ch->mu);
 }
 
 grpc_call_error rpc_client_start_with_headers(rpc_channel_t *ch, grpc_call *call, grpc_op *ops,
@@ -166,10 +202,19 @@ bool rpc_client_wait(grpc_completion_queue *cq, void *tag)
 	return ev.type == GRPC_OP_COMPLETE && ev.success;
 }
 
-void rpc_client_call_free(grpc_completion_queue *cq, grpc_call *call)
+void rpc_client_call_free(rpc_channel_t *ch, grpc_completion_queue *cq, grpc_call *call)
 {
-	if (call != NULL)
+	if (call != NULL) {
+		pthread_mutex_lock(&ch->mu);
+		for (size_t i = 0; i < ch->ncalls; i++) {
+			if (ch->calls[i] == call) {
+				ch->calls[i] = ch->calls[--ch->ncalls];
+				break;
+			}
+		}
+		pthread_mutex_unlock(&ch->mu);
 		grpc_call_unref(call);
+	}
 	if (cq == NULL)
 		return;
 	grpc_completion_queue_shutdown(cq);
@@ -244,6 +289,6 @@ out:
 	grpc_slice_unref(details);
 	grpc_metadata_array_destroy(&init_md);
 	grpc_metadata_array_destroy(&trailing);
-	rpc_client_call_free(cq, call);
+	rpc_client_call_free(ch, cq, call);
 	return err;
 }

@@ -215,6 +215,13 @@ rpc_channel_t *rpc_channel_new(const char *target, size_t max_msg_bytes);
 void rpc_channel_free(rpc_channel_t *ch);
 
 /**
+ * Cancel every call in flight on ch (from any thread; they end CANCELLED)
+ * and refuse new ones with REAP_E_CANCELLED: how a daemon stops threads
+ * blocked in long-polls. The channel must still be freed.
+ */
+void rpc_channel_cancel_all(rpc_channel_t *ch);
+
+/**
  * Add a metadata header sent with every call on this channel (e.g.
  * "authorization"); setting a key again replaces its value. Safe while other
  * threads make calls. REAP_E_INVALID for an illegal key or value.

@@ -165,8 +165,8 @@ grpc_call_error rpc_client_start_with_headers(rpc_channel_t *ch, grpc_call *call
 /* Wait for tag on a client queue; returns the event's success flag. */
 bool rpc_client_wait(grpc_completion_queue *cq, void *tag);
 
-/* Unref call (may be NULL) and shut down, drain and destroy cq. */
-void rpc_client_call_free(grpc_completion_queue *cq, grpc_call *call);
+/* Forget call (may be NULL) on ch, unref it, and shut down, drain and destroy cq. */
+void rpc_client_call_free(rpc_channel_t *ch, grpc_completion_queue *cq, grpc_call *call);
 
 /* The channel's message limit. */
 size_t rpc_channel_max_msg(const rpc_channel_t *ch);

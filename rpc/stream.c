@@ -40,7 +40,7 @@ static void rpc_stream_free(rpc_stream_t *s)
 	grpc_metadata_array_destroy(&s->init_md);
 	grpc_metadata_array_destroy(&s->trailing);
 	grpc_slice_unref(s->details);
-	rpc_client_call_free(s->cq, s->call);
+	rpc_client_call_free(s->ch, s->cq, s->call);
 	free(s);
 }
 

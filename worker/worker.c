@@ -87,6 +87,7 @@ struct wrk_daemon {
 	WRK_RE(Platform) offer;
 	WRK_RE(Platform__Property) *props, **propp;
 	rpc_channel_t *sched_ch, *cas_ch; /* the same channel when the addresses are */
+	rpc_channel_t *poll_ch; /* long-polls only: cancelled at stop */
 	wrk_cache_t *cache;
 	pthread_mutex_t mu;
 	pthread_cond_t cv;   /* signalled at stop */
@@ -800,7 +801,7 @@ static void *slot_main(void *arg)
 		Reap__V1__PollResponse *resp = NULL;
 		rpc_status_t st;
 		int64_t t0 = mono_ms();
-		int rc = rpc_unary(d->sched_ch, WQ "Poll", &req.base,
+		int rc = rpc_unary(d->poll_ch, WQ "Poll", &req.base,
 				   &reap__v1__poll_response__descriptor, (ProtobufCMessage **)&resp,
 				   &st, POLL_WAIT_MS + POLL_SLACK_MS);
 		bool ok = rc == REAP_OK && st.code == 0;
@@ -953,6 +954,7 @@ static void daemon_free(wrk_daemon_t *d)
 	if (d->cas_ch != d->sched_ch)
 		rpc_channel_free(d->cas_ch);
 	rpc_channel_free(d->sched_ch);
+	rpc_channel_free(d->poll_ch);
 	wrk_cache_close(d->cache);
 	for (size_t i = 0; i < d->n_strs; i++)
 		free(d->strs[i]);
@@ -1012,7 +1014,8 @@ wrk_daemon_t *wrk_daemon_start(const wrk_config_t *cfg, reap_errbuf_t *eb)
 		goto fail;
 	if ((d->cache = wrk_cache_open(d->cfg.cache_dir, d->cfg.cache_bytes, eb)) == NULL)
 		goto fail;
-	if (open_channel(d->cfg.scheduler, d->cfg.token, &d->sched_ch, eb) != REAP_OK)
+	if (open_channel(d->cfg.scheduler, d->cfg.token, &d->sched_ch, eb) != REAP_OK ||
+	    open_channel(d->cfg.scheduler, d->cfg.token, &d->poll_ch, eb) != REAP_OK)
 		goto fail;
 	if (strcmp(d->cfg.cas, d->cfg.scheduler) == 0)
 		d->cas_ch = d->sched_ch;
@@ -1054,6 +1057,9 @@ void wrk_daemon_stop(wrk_daemon_t *d)
 	pthread_mutex_unlock(&d->mu);
 	for (int i = 0; i < d->n_slots; i++)
 		__atomic_store_n(&d->slots[i].cancel, true, __ATOMIC_RELEASE);
+	/* Idle slots sit in a long-poll: end it now rather than at its timeout. */
+	if (d->poll_ch != NULL)
+		rpc_channel_cancel_all(d->poll_ch);
 	for (int i = 0; i < d->n_slots; i++)
 		if (d->slots[i].started)
 			pthread_join(d->slots[i].thread, NULL);

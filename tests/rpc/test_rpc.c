@@ -954,3 +954,37 @@ Test(rpc_client, unreachable_server)
 	rpc_channel_free(c);
 	rpc_channel_free(NULL);
 }
+
+static void *cancel_later(void *arg)
+{
+	sleep_ms(200);
+	rpc_channel_cancel_all(arg);
+	return NULL;
+}
+
+Test(rpc, channel_cancel_all_ends_blocked_calls)
+{
+	digest_t req = DIGEST_INIT;
+	rpc_status_t st;
+	pthread_t th;
+	long t0 = now_ms();
+	char target[64];
+	snprintf(target, sizeof(target), "127.0.0.1:%d", port);
+	rpc_channel_t *c2 = rpc_channel_new(target, 0);
+
+	req.hash = (char *)"w";
+	req.size_bytes = -1; /* nobody wakes it */
+	cr_assert_eq(pthread_create(&th, NULL, cancel_later, c2), 0);
+	rpc_unary(c2, "/reap.test.T/Wait", &req.base, DIGEST_DESC, NULL, &st, 10000);
+	pthread_join(th, NULL);
+	cr_assert_eq(st.code, ST_CANCELLED);
+	cr_assert_lt(now_ms() - t0, 5000, "ended by the cancel, not the deadline");
+	rpc_status_destroy(&st);
+	cr_assert_neq(rpc_unary(c2, "/reap.test.T/Echo", &req.base, DIGEST_DESC, NULL, &st, 1000), 0,
+		      "no new calls after cancel_all");
+	cr_assert_eq(st.code, ST_CANCELLED);
+	rpc_status_destroy(&st);
+	rpc_channel_free(c2);
+	/* other channels are untouched */
+	cr_assert_eq(echo("x", NULL, 0, 2000), ST_OK);
+}
