@@ -184,8 +184,12 @@ static rocksdb_options_t *cf_options(int cf, rocksdb_cache_t *cache)
 	rocksdb_block_based_table_options_t *t = rocksdb_block_based_options_create();
 
 	rocksdb_block_based_options_set_block_cache(t, cache);
-	if (cf == CAS_CF_META || cf == CAS_CF_AC) /* the table options take the policy */
+	if (cf == CAS_CF_META || cf == CAS_CF_AC) { /* the table options take the policy */
 		rocksdb_block_based_options_set_filter_policy(t, rocksdb_filterpolicy_create_bloom(10));
+		/* misses are common here: a bloom filter on the memtable too */
+		rocksdb_options_set_memtable_prefix_bloom_size_ratio(o, 0.1);
+		rocksdb_options_set_memtable_whole_key_filtering(o, 1);
+	}
 	rocksdb_options_set_block_based_table_factory(o, t);
 	rocksdb_block_based_options_destroy(t);
 	rocksdb_options_set_compression(o, rocksdb_lz4_compression);

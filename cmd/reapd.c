@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -179,6 +180,13 @@ int main(int argc, char **argv)
 	auth_config_t acfg = {0};
 	sigset_t sigs;
 	int opt, sig, port = 0, rc = 1;
+
+	/*
+	 * Stream buffers are around a MiB: keep them on the heap and keep freed
+	 * memory a while, instead of mmap/munmap and page faults per message.
+	 */
+	mallopt(M_MMAP_THRESHOLD, 8 << 20);
+	mallopt(M_TRIM_THRESHOLD, 64 << 20);
 
 	/* The config file first, so flags given with it override it. */
 	for (int i = 1; i + 1 < argc; i++)

@@ -27,10 +27,10 @@
  * this is what keeps such a result out of the ActionCache (ExecuteResponse
  * has no "do not cache" field).
  *
- * Stopping: polls cannot be interrupted (the rpc client has no cancel), so
- * a slot notices the stop when its long-poll returns (at most ~20 s).
- * Running actions are killed and their leases dropped, not completed: they
- * are re-queued when the lease expires.
+ * Stopping: the polls have a channel of their own, and stop cancels every
+ * call on it, so idle slots end at once. Running actions are killed and
+ * their leases dropped, not completed: they are re-queued when the lease
+ * expires. Exec-root file handling lives in execroot.c.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -66,37 +66,7 @@
 #define MAX_ACTION_BYTES ((size_t)1 << 20)
 #define MAX_COMMAND_BYTES ((size_t)4 << 20)
 #define MAX_VIOLATIONS 10000
-#define RM_MAX_DEPTH 64         /* deeper folders are moved up before removal */
-#define LEASE_PREFIX "lease-"
 #define PRECONDITION_URL "type.googleapis.com/google.rpc.PreconditionFailure"
-
-typedef struct slot {
-	wrk_daemon_t *d;
-	int index;
-	pthread_t thread;
-	bool started;
-	bool cancel;   /* the running action's kill switch (atomic access) */
-	unsigned seed; /* backoff jitter */
-} slot_t;
-
-struct wrk_daemon {
-	wrk_config_t cfg; /* strings point into strs */
-	char **strs;      /* every string copied from the caller's config */
-	size_t n_strs;
-	const char **platform, **ro_paths;
-	WRK_RE(Platform) offer;
-	WRK_RE(Platform__Property) *props, **propp;
-	rpc_channel_t *sched_ch, *cas_ch; /* the same channel when the addresses are */
-	rpc_channel_t *poll_ch; /* long-polls only: cancelled at stop */
-	wrk_cache_t *cache;
-	pthread_mutex_t mu;
-	pthread_cond_t cv;   /* signalled at stop */
-	bool stopping;       /* under mu, and atomic reads */
-	size_t max_batch;    /* from Capabilities; 0 = the CAS client's default */
-	bool caps_known;     /* under mu */
-	int n_slots;
-	slot_t *slots;
-};
 
 /* One leased action. */
 typedef struct lease_run {
@@ -130,7 +100,7 @@ enum { TS_START, TS_FETCH0, TS_FETCH1, TS_EXEC0, TS_EXEC1, TS_UP0, TS_UP1, TS_DO
 
 /* ---- small helpers ---- */
 
-static int64_t mono_ms(void)
+int64_t wrk_mono_ms(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -207,116 +177,6 @@ static bool clean_rel(const char *p)
 	}
 }
 
-/* ---- the file system: exec roots ---- */
-
-/*
- * mkdir -p of rel under root (rel's first `len` bytes), never following a
- * symlink. Best effort: it stops where a component is not a folder; the
- * action then fails on its own, and output collection refuses escapes.
- */
-static void mkdirs_under(const char *root, const char *rel, size_t len)
-{
-	char comp[NAME_MAX + 1];
-	int fd = open(root, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	size_t i = 0;
-	while (fd >= 0 && i < len) {
-		size_t n = strcspn(rel + i, "/");
-		if (n > len - i)
-			n = len - i;
-		if (n == 0 || n > NAME_MAX)
-			break;
-		memcpy(comp, rel + i, n);
-		comp[n] = '\0';
-		i += n + 1;
-		if (mkdirat(fd, comp, 0755) != 0 && errno != EEXIST)
-			break;
-		int next = openat(fd, comp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		close(fd);
-		fd = next;
-	}
-	if (fd >= 0)
-		close(fd);
-}
-
-/*
- * Remove everything inside the folder fd. Never follows a symlink (lstat
- * semantics throughout, O_NOFOLLOW opens); folders the action made
- * unwritable or unreadable are chmod'ed 0700 first. Folders nested deeper
- * than RM_MAX_DEPTH are moved up into top and removed by a later pass, so
- * neither the stack nor the open descriptors grow with the depth.
- */
-static void rm_contents(int fd, int top, int depth, unsigned *seq, bool *progress)
-{
-	int dfd = dup(fd);
-	DIR *dir = dfd >= 0 ? fdopendir(dfd) : NULL;
-	struct dirent *e;
-	if (dir == NULL) {
-		if (dfd >= 0)
-			close(dfd);
-		return;
-	}
-	while ((e = readdir(dir)) != NULL) {
-		struct stat st;
-		if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-			continue;
-		if (fstatat(fd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0)
-			continue;
-		if (!S_ISDIR(st.st_mode)) {
-			*progress |= unlinkat(fd, e->d_name, 0) == 0;
-			continue;
-		}
-		if (depth >= RM_MAX_DEPTH) {
-			char name[32];
-			snprintf(name, sizeof(name), ".deep-%u", (*seq)++);
-			*progress |= renameat(fd, e->d_name, top, name) == 0;
-			continue;
-		}
-		fchmodat(fd, e->d_name, 0700, 0); /* a folder (checked above; the action is dead) */
-		int sub = openat(fd, e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		if (sub >= 0) {
-			rm_contents(sub, top, depth + 1, seq, progress);
-			close(sub);
-		}
-		*progress |= unlinkat(fd, e->d_name, AT_REMOVEDIR) == 0;
-	}
-	closedir(dir);
-}
-
-/* rm -rf path (a folder the worker made). 0, or -1 when something was left. */
-static int rm_tree(const char *path)
-{
-	unsigned seq = 0;
-	bool progress = true;
-	chmod(path, 0700);
-	int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0)
-		return errno == ENOENT ? 0 : -1;
-	while (progress) {
-		progress = false;
-		rm_contents(fd, fd, 0, &seq, &progress);
-	}
-	close(fd);
-	return rmdir(path) == 0 || errno == ENOENT ? 0 : -1;
-}
-
-/* Remove what a previous run left in work_dir (only names this daemon makes). */
-static void clean_work_dir(const char *work_dir)
-{
-	DIR *dir = opendir(work_dir);
-	struct dirent *e;
-	char path[PATH_MAX];
-	while (dir != NULL && (e = readdir(dir)) != NULL) {
-		if (strncmp(e->d_name, LEASE_PREFIX, strlen(LEASE_PREFIX)) != 0 &&
-		    strcmp(e->d_name, "selftest") != 0)
-			continue;
-		snprintf(path, sizeof(path), "%s/%s", work_dir, e->d_name);
-		if (rm_tree(path) != 0)
-			REAP_WARN("cannot remove a stale exec root", "path=\"%s\"", path);
-	}
-	if (dir != NULL)
-		closedir(dir);
-}
-
 /* ---- outcomes ---- */
 
 static void set_status(outcome_t *o, int code, const char *fmt, ...)
@@ -389,7 +249,7 @@ static void *renew_main(void *arg)
 {
 	lease_run_t *lr = arg;
 	wrk_daemon_t *d = lr->slot->d;
-	int64_t every = lr->ttl_ms / 3 > 50 ? lr->ttl_ms / 3 : 50, last_ok = mono_ms();
+	int64_t every = lr->ttl_ms / 3 > 50 ? lr->ttl_ms / 3 : 50, last_ok = wrk_mono_ms();
 	Reap__V1__RenewRequest req = REAP__V1__RENEW_REQUEST__INIT;
 
 	req.lease_id = lr->lease->lease_id;
@@ -415,7 +275,7 @@ static void *renew_main(void *arg)
 				   &st, (int)every);
 		bool gone = false;
 		if (rc == REAP_OK && st.code == 0) {
-			last_ok = mono_ms();
+			last_ok = wrk_mono_ms();
 			if (resp->cancelled && !__atomic_exchange_n(&lr->server_cancelled, true,
 								     __ATOMIC_ACQ_REL)) {
 				REAP_INFO("action cancelled", "lease=%s", lr->lease->lease_id);
@@ -424,7 +284,7 @@ static void *renew_main(void *arg)
 		} else if (rc == REAP_OK && (st.code == GOOGLE__RPC__CODE__NOT_FOUND ||
 					     st.code == GOOGLE__RPC__CODE__PERMISSION_DENIED)) {
 			gone = true;
-		} else if (mono_ms() - last_ok > lr->ttl_ms) {
+		} else if (wrk_mono_ms() - last_ok > lr->ttl_ms) {
 			gone = true;
 		}
 		if (gone) {
@@ -560,7 +420,7 @@ static int make_output_parents(const char *root, const WRK_RE(Command) *cmd, out
 					   "output path \"%s\" is too long", p);
 				return REAP_E_INVALID;
 			}
-			mkdirs_under(root, rel, (size_t)n);
+			wrk_mkdirs_under(root, rel, (size_t)n);
 		}
 	}
 	return REAP_OK;
@@ -740,11 +600,11 @@ static void run_lease(slot_t *s, const Reap__V1__Lease *lease)
 		safe[i] = ok ? c : '_';
 	}
 	safe[i] = '\0';
-	snprintf(lr.dir, sizeof(lr.dir), "%s/" LEASE_PREFIX "%s", d->cfg.work_dir, safe);
+	snprintf(lr.dir, sizeof(lr.dir), "%s/" WRK_LEASE_PREFIX "%s", d->cfg.work_dir, safe);
 	snprintf(lr.root, sizeof(lr.root), "%s/root", lr.dir);
 	snprintf(lr.out_path, sizeof(lr.out_path), "%s/stdout", lr.dir);
 	snprintf(lr.err_path, sizeof(lr.err_path), "%s/stderr", lr.dir);
-	rm_tree(lr.dir); /* a leftover of the same name */
+	wrk_rm_tree(lr.dir); /* a leftover of the same name */
 
 	lr.ttl_ms = lease->lease_ttl_ms > 0 ? lease->lease_ttl_ms : DEFAULT_TTL_MS;
 	pthread_mutex_init(&lr.mu, NULL);
@@ -781,13 +641,13 @@ static void run_lease(slot_t *s, const Reap__V1__Lease *lease)
 	wrk_result_free_outputs(&o.ar);
 	free(o.detail);
 	wrk_cas_free(cas);
-	if (rm_tree(lr.dir) != 0)
+	if (wrk_rm_tree(lr.dir) != 0)
 		REAP_WARN("cannot remove the exec root", "path=\"%s\"", lr.dir);
 }
 
 /* ---- slots ---- */
 
-static void *slot_main(void *arg)
+void *wrk_slot_main(void *arg)
 {
 	slot_t *s = arg;
 	wrk_daemon_t *d = s->d;
@@ -800,7 +660,7 @@ static void *slot_main(void *arg)
 	while (!stopping(d)) {
 		Reap__V1__PollResponse *resp = NULL;
 		rpc_status_t st;
-		int64_t t0 = mono_ms();
+		int64_t t0 = wrk_mono_ms();
 		int rc = rpc_unary(d->poll_ch, WQ "Poll", &req.base,
 				   &reap__v1__poll_response__descriptor, (ProtobufCMessage **)&resp,
 				   &st, POLL_WAIT_MS + POLL_SLACK_MS);
@@ -820,7 +680,7 @@ static void *slot_main(void *arg)
 			step = 0;
 			__atomic_store_n(&s->cancel, stopping(d), __ATOMIC_RELEASE);
 			run_lease(s, resp->lease);
-		} else if (ok && mono_ms() - t0 >= EARLY_POLL_MS) {
+		} else if (ok && wrk_mono_ms() - t0 >= EARLY_POLL_MS) {
 			if (step != 0)
 				REAP_INFO("Poll recovered", "slot=%d", s->index);
 			step = 0; /* a long-poll that simply ended */
@@ -833,236 +693,3 @@ static void *slot_main(void *arg)
 	return NULL;
 }
 
-/* ---- start and stop ---- */
-
-static const char *keep(wrk_daemon_t *d, const char *s)
-{
-	char **v;
-	if (s == NULL || (v = realloc(d->strs, (d->n_strs + 1) * sizeof(*v))) == NULL)
-		return NULL;
-	d->strs = v;
-	return (d->strs[d->n_strs] = strdup(s)) != NULL ? d->strs[d->n_strs++] : NULL;
-}
-
-static int cmp_prop(const void *a, const void *b)
-{
-	const WRK_RE(Platform__Property) *x = *(WRK_RE(Platform__Property) *const *)a;
-	const WRK_RE(Platform__Property) *y = *(WRK_RE(Platform__Property) *const *)b;
-	int c = strcmp(x->name, y->name);
-	return c != 0 ? c : strcmp(x->value, y->value);
-}
-
-/* Copy what the daemon keeps of cfg; the platform offer sorted by name (REAPI order). */
-static int copy_config(wrk_daemon_t *d, const wrk_config_t *cfg, reap_errbuf_t *eb)
-{
-	d->cfg = *cfg;
-	d->cfg.scheduler = keep(d, cfg->scheduler);
-	d->cfg.cas = cfg->cas != NULL ? keep(d, cfg->cas) : d->cfg.scheduler;
-	d->cfg.name = keep(d, cfg->name);
-	d->cfg.token = cfg->token != NULL ? keep(d, cfg->token) : NULL;
-	d->cfg.work_dir = keep(d, cfg->work_dir);
-	d->cfg.cache_dir = keep(d, cfg->cache_dir);
-	d->cfg.sandbox.bwrap = cfg->sandbox.bwrap != NULL ? keep(d, cfg->sandbox.bwrap) : NULL;
-	d->platform = calloc(cfg->n_platform + 1, sizeof(char *));
-	d->ro_paths = calloc(cfg->sandbox.n_ro_paths + 1, sizeof(char *));
-	d->props = calloc(cfg->n_platform + 1, sizeof(*d->props));
-	d->propp = calloc(cfg->n_platform + 1, sizeof(*d->propp));
-	if (d->cfg.scheduler == NULL || d->cfg.cas == NULL || d->cfg.name == NULL ||
-	    (cfg->token != NULL && d->cfg.token == NULL) || d->cfg.work_dir == NULL ||
-	    d->cfg.cache_dir == NULL || d->platform == NULL || d->ro_paths == NULL ||
-	    d->props == NULL || d->propp == NULL)
-		return reap_errf(eb, REAP_E_INVALID,
-				 "scheduler, name, work_dir and cache_dir are required");
-	if (strlen(d->cfg.name) >= 128)
-		return reap_errf(eb, REAP_E_INVALID, "the worker name must be 1 to 127 bytes");
-	for (size_t i = 0; i < cfg->sandbox.n_ro_paths; i++)
-		if ((d->ro_paths[i] = keep(d, cfg->sandbox.ro_paths[i])) == NULL)
-			return reap_errf(eb, REAP_E_NOMEM, "out of memory");
-	d->cfg.sandbox.ro_paths = d->ro_paths;
-	for (size_t i = 0; i < cfg->n_platform; i++) {
-		const char *kv = keep(d, cfg->platform[i]), *split = keep(d, cfg->platform[i]);
-		char *eq = split != NULL ? strchr(split, '=') : NULL;
-		if (kv == NULL || eq == NULL || eq == split)
-			return reap_errf(eb, REAP_E_INVALID, "platform property \"%s\" is not name=value",
-					 cfg->platform[i]);
-		d->platform[i] = kv;
-		*eq = '\0'; /* split now holds the name; the value follows */
-		d->props[i] = (WRK_RE(Platform__Property))WRK_RE_INIT(PLATFORM__PROPERTY);
-		d->props[i].name = (char *)split;
-		d->props[i].value = eq + 1;
-		d->propp[i] = &d->props[i];
-	}
-	qsort(d->propp, cfg->n_platform, sizeof(*d->propp), cmp_prop);
-	d->cfg.platform = d->platform;
-	d->offer = (WRK_RE(Platform))WRK_RE_INIT(PLATFORM);
-	d->offer.n_properties = cfg->n_platform;
-	d->offer.properties = d->propp;
-	if (d->cfg.slots <= 0) {
-		long n = sysconf(_SC_NPROCESSORS_ONLN);
-		d->cfg.slots = n > 0 && n < 1024 ? (int)n : 1;
-	}
-	if (d->cfg.default_timeout_ms <= 0)
-		d->cfg.default_timeout_ms = 600000;
-	return REAP_OK;
-}
-
-/* Run `true` in the sandbox once, so a broken bwrap fails the start, not every action. */
-static int self_test(wrk_daemon_t *d, reap_errbuf_t *eb)
-{
-	char dir[PATH_MAX], root[PATH_MAX + 8], out[PATH_MAX + 8], err_path[PATH_MAX + 8];
-	char *argv[] = {(char *)"true"};
-	WRK_RE(Command__EnvironmentVariable) path = WRK_RE_INIT(COMMAND__ENVIRONMENT_VARIABLE);
-	WRK_RE(Command__EnvironmentVariable) *envp[] = {&path};
-	WRK_RE(Command) cmd;
-	wrk_run_result_t run;
-	int err;
-
-	WRK_RE_FN(command__init)(&cmd);
-	path.name = (char *)"PATH";
-	path.value = (char *)"/usr/bin:/bin";
-	cmd.n_arguments = 1;
-	cmd.arguments = argv;
-	cmd.n_environment_variables = 1;
-	cmd.environment_variables = envp;
-	snprintf(dir, sizeof(dir), "%s/selftest", d->cfg.work_dir);
-	snprintf(root, sizeof(root), "%s/root", dir);
-	snprintf(out, sizeof(out), "%s/stdout", dir);
-	snprintf(err_path, sizeof(err_path), "%s/stderr", dir);
-	rm_tree(dir);
-	if (mkdir(dir, 0700) != 0 || mkdir(root, 0755) != 0)
-		return reap_errf(eb, REAP_E_IO, "cannot create %s: %s", root, strerror(errno));
-	err = wrk_sandbox_run(&d->cfg.sandbox, root, &cmd, 30000, out, err_path, NULL, &run, eb);
-	if (err == REAP_OK && run.exit_code != 0) {
-		char msg[200] = "";
-		FILE *f = fopen(err_path, "r");
-		if (f != NULL) {
-			if (fgets(msg, sizeof(msg), f) == NULL)
-				msg[0] = '\0';
-			fclose(f);
-		}
-		msg[strcspn(msg, "\n")] = '\0';
-		err = reap_errf(eb, REAP_E_PRECONDITION,
-				"the sandbox does not work here (`true` exited %d: %s)", run.exit_code,
-				msg);
-	}
-	rm_tree(dir);
-	return err;
-}
-
-static void daemon_free(wrk_daemon_t *d)
-{
-	if (d->cas_ch != d->sched_ch)
-		rpc_channel_free(d->cas_ch);
-	rpc_channel_free(d->sched_ch);
-	rpc_channel_free(d->poll_ch);
-	wrk_cache_close(d->cache);
-	for (size_t i = 0; i < d->n_strs; i++)
-		free(d->strs[i]);
-	free(d->strs);
-	free(d->platform);
-	free(d->ro_paths);
-	free(d->props);
-	free(d->propp);
-	free(d->slots);
-	pthread_mutex_destroy(&d->mu);
-	pthread_cond_destroy(&d->cv);
-	free(d);
-}
-
-static int open_channel(const char *target, const char *token, rpc_channel_t **out,
-			reap_errbuf_t *eb)
-{
-	char *bearer = NULL;
-	if ((*out = rpc_channel_new(target, 0)) == NULL)
-		return reap_errf(eb, REAP_E_UNAVAILABLE, "cannot create a channel to %s", target);
-	if (token == NULL)
-		return REAP_OK;
-	if (asprintf(&bearer, "Bearer %s", token) < 0)
-		return reap_errf(eb, REAP_E_NOMEM, "out of memory");
-	int err = rpc_channel_set_header(*out, "authorization", bearer);
-	memset(bearer, 0, strlen(bearer));
-	free(bearer);
-	return err != REAP_OK ? reap_errf(eb, err, "the token is not a valid header value") : REAP_OK;
-}
-
-wrk_daemon_t *wrk_daemon_start(const wrk_config_t *cfg, reap_errbuf_t *eb)
-{
-	wrk_daemon_t *d = calloc(1, sizeof(*d));
-	char abs_work[PATH_MAX];
-	int err;
-
-	if (d == NULL) {
-		reap_errf(eb, REAP_E_NOMEM, "out of memory");
-		return NULL;
-	}
-	pthread_mutex_init(&d->mu, NULL);
-	pthread_cond_init(&d->cv, NULL);
-	if ((err = copy_config(d, cfg, eb)) != REAP_OK)
-		goto fail;
-	if (mkdir(d->cfg.work_dir, 0700) != 0 && errno != EEXIST) {
-		reap_errf(eb, REAP_E_IO, "cannot create %s: %s", d->cfg.work_dir, strerror(errno));
-		goto fail;
-	}
-	/* bwrap binds the exec root by path: make it absolute */
-	if (realpath(d->cfg.work_dir, abs_work) == NULL ||
-	    (d->cfg.work_dir = keep(d, abs_work)) == NULL) {
-		reap_errf(eb, REAP_E_IO, "cannot resolve %s: %s", cfg->work_dir, strerror(errno));
-		goto fail;
-	}
-	clean_work_dir(d->cfg.work_dir);
-	if ((err = self_test(d, eb)) != REAP_OK)
-		goto fail;
-	if ((d->cache = wrk_cache_open(d->cfg.cache_dir, d->cfg.cache_bytes, eb)) == NULL)
-		goto fail;
-	if (open_channel(d->cfg.scheduler, d->cfg.token, &d->sched_ch, eb) != REAP_OK ||
-	    open_channel(d->cfg.scheduler, d->cfg.token, &d->poll_ch, eb) != REAP_OK)
-		goto fail;
-	if (strcmp(d->cfg.cas, d->cfg.scheduler) == 0)
-		d->cas_ch = d->sched_ch;
-	else if (open_channel(d->cfg.cas, d->cfg.token, &d->cas_ch, eb) != REAP_OK)
-		goto fail;
-	if ((d->slots = calloc((size_t)d->cfg.slots, sizeof(*d->slots))) == NULL) {
-		reap_errf(eb, REAP_E_NOMEM, "out of memory");
-		goto fail;
-	}
-	for (int i = 0; i < d->cfg.slots; i++) {
-		slot_t *s = &d->slots[i];
-		s->d = d;
-		s->index = i;
-		s->seed = (unsigned)getpid() * 2654435761u + (unsigned)i * 40503u + (unsigned)mono_ms();
-		if (pthread_create(&s->thread, NULL, slot_main, s) != 0) {
-			reap_errf(eb, REAP_E_NOMEM, "cannot start slot thread %d", i);
-			d->n_slots = i;
-			wrk_daemon_stop(d);
-			return NULL;
-		}
-		s->started = true;
-	}
-	d->n_slots = d->cfg.slots;
-	REAP_INFO("worker started", "name=\"%s\" scheduler=%s cas=%s slots=%d work=\"%s\"",
-		  d->cfg.name, d->cfg.scheduler, d->cfg.cas, d->cfg.slots, d->cfg.work_dir);
-	return d;
-fail:
-	daemon_free(d);
-	return NULL;
-}
-
-void wrk_daemon_stop(wrk_daemon_t *d)
-{
-	if (d == NULL)
-		return;
-	pthread_mutex_lock(&d->mu);
-	__atomic_store_n(&d->stopping, true, __ATOMIC_RELEASE);
-	pthread_cond_broadcast(&d->cv);
-	pthread_mutex_unlock(&d->mu);
-	for (int i = 0; i < d->n_slots; i++)
-		__atomic_store_n(&d->slots[i].cancel, true, __ATOMIC_RELEASE);
-	/* Idle slots sit in a long-poll: end it now rather than at its timeout. */
-	if (d->poll_ch != NULL)
-		rpc_channel_cancel_all(d->poll_ch);
-	for (int i = 0; i < d->n_slots; i++)
-		if (d->slots[i].started)
-			pthread_join(d->slots[i].thread, NULL);
-	REAP_INFO("worker stopped", "name=\"%s\"", d->cfg.name);
-	daemon_free(d);
-}

@@ -1,7 +1,7 @@
 /*
- * worker_int.h - private to the worker's CAS client, file cache, staging and
- * output collection (cas_client.c, cache.c, stage.c, outputs.c). Not part of
- * the module contract (worker.h); tests may use the seams marked as such.
+ * worker_int.h - private to the files of worker/ (the CAS client, file
+ * cache, staging, output collection, exec roots and the daemon). Not part
+ * of the module contract (worker.h); tests may use the seams marked as such.
  *
  * Holds the limits staging and output collection share, the digest <->
  * protobuf helpers, the batched upload and GetTree entry points of the CAS
@@ -157,5 +157,57 @@ static inline void wrk_dmap_destroy(wrk_dmap_t *m)
 	m->slots = NULL;
 	m->cap = m->n = 0;
 }
+
+/* ---- exec roots (execroot.c) ---- */
+
+/* Name prefix of per-lease folders in work_dir (only those are cleaned). */
+#define WRK_LEASE_PREFIX "lease-"
+
+/* mkdir -p of rel's first len bytes under root, never following a symlink; best effort. */
+void wrk_mkdirs_under(const char *root, const char *rel, size_t len);
+
+/* rm -rf of a folder the worker made, never following links; 0 or -1 if something stayed. */
+int wrk_rm_tree(const char *path);
+
+/* Remove what a previous run left in work_dir (lease folders and the self-test). */
+void wrk_clean_work_dir(const char *work_dir);
+
+/* ---- the daemon (daemon.c, worker.c) ---- */
+
+#include <pthread.h>
+
+typedef struct slot {
+	wrk_daemon_t *d;
+	int index;
+	pthread_t thread;
+	bool started;
+	bool cancel;   /* the running action's kill switch (atomic access) */
+	unsigned seed; /* backoff jitter */
+} slot_t;
+
+struct wrk_daemon {
+	wrk_config_t cfg; /* strings point into strs */
+	char **strs;      /* every string copied from the caller's config */
+	size_t n_strs;
+	const char **platform, **ro_paths;
+	WRK_RE(Platform) offer;
+	WRK_RE(Platform__Property) *props, **propp;
+	rpc_channel_t *sched_ch, *cas_ch; /* the same channel when the addresses are */
+	rpc_channel_t *poll_ch; /* long-polls only: cancelled at stop */
+	wrk_cache_t *cache;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;   /* signalled at stop */
+	bool stopping;       /* under mu, and atomic reads */
+	size_t max_batch;    /* from Capabilities; 0 = the CAS client's default */
+	bool caps_known;     /* under mu */
+	int n_slots;
+	slot_t *slots;
+};
+
+/* Milliseconds on the monotonic clock (worker.c). */
+int64_t wrk_mono_ms(void);
+
+/* A slot thread: poll for leases and run them until the daemon stops (worker.c). */
+void *wrk_slot_main(void *arg);
 
 #endif
