@@ -4,12 +4,19 @@
  *
  * Today: single-core SHA-256 (OpenSSL EVP over 1 MiB blocks), the ceiling
  * for anything that must hash every byte it stores (ByteStream Write,
- * BatchUpdateBlobs). The null-gRPC-server baselines (unary calls/s and
- * streamed MB/s over loopback with no work behind them) and the bwrap spawn
- * baseline are a later issue: they have their slots in bench_base_t and in
- * the table below; adding one means writing its measure function and
- * pointing the scenarios that should use it at it (reap_bench.c).
+ * BatchUpdateBlobs), and the bwrap spawn of /bin/true (serial fork/exec
+ * and wait, spawns/s and p50), the floor of any sandboxed execution
+ * (execute-noop). The null-gRPC-server baselines (unary calls/s and streamed
+ * MB/s over loopback with no work behind them) are a later issue: they have
+ * their slots in bench_base_t and in the table below; adding one means
+ * writing its measure function and pointing the scenarios that should use it
+ * at it (reap_bench.c).
  */
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -62,12 +69,77 @@ out:
 	return rc;
 }
 
+/* One bwrap spawn of /bin/true: fork, exec, wait. 0 when it exited 0. */
+static int bwrap_once(const char *bwrap, char *err, size_t errlen)
+{
+	const char *argv[] = {bwrap, "--unshare-all", "--die-with-parent", "--new-session",
+			      "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin",
+			      "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
+			      "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--",
+			      "/bin/true", NULL};
+	int status = 0;
+	pid_t pid = fork();
+
+	if (pid < 0) {
+		snprintf(err, errlen, "fork: %s", strerror(errno));
+		return -1;
+	}
+	if (pid == 0) {
+		int null = open("/dev/null", O_RDWR);
+		if (null >= 0) {
+			dup2(null, 0);
+			dup2(null, 1);
+		}
+		execvp(bwrap, (char *const *)argv);
+		_exit(127);
+	}
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+		snprintf(err, errlen, "%s ... /bin/true: status 0x%x%s", bwrap, status,
+			 WIFEXITED(status) && WEXITSTATUS(status) == 127 ? " (not found?)" : "");
+		return -1;
+	}
+	return 0;
+}
+
+/* bwrap_count serial spawns (after 3 untimed warm-ups); spawns/s, p50/p99 kept in c->base. */
+static int measure_bwrap(const bench_ctx_t *cc, double *value)
+{
+	bench_ctx_t *c = (bench_ctx_t *)cc; /* the percentiles go next to the value */
+	bench_lat_t lat = {0};
+	char err[256];
+	double t0, t;
+
+	for (int i = 0; i < 3; i++)
+		if (bwrap_once(c->o.bwrap, err, sizeof(err)) != 0) {
+			printf("   bwrap: %s\n", err);
+			return -1;
+		}
+	t0 = bench_now();
+	for (int i = 0; i < c->o.bwrap_count; i++) {
+		double s = bench_now();
+		if (bwrap_once(c->o.bwrap, err, sizeof(err)) != 0) {
+			printf("   bwrap: %s\n", err);
+			bench_lat_destroy(&lat);
+			return -1;
+		}
+		bench_lat_add(&lat, (bench_now() - s) * 1e3);
+	}
+	t = bench_now() - t0;
+	*value = (double)c->o.bwrap_count / t;
+	c->base.bwrap_p50_ms = bench_lat_pct(&lat, 50);
+	c->base.bwrap_p99_ms = bench_lat_pct(&lat, 99);
+	bench_lat_destroy(&lat);
+	return 0;
+}
+
 static const base_def_t defs[BENCH_BASE_COUNT] = {
 	[BENCH_BASE_NONE] = {"none", "", NULL},
 	[BENCH_BASE_SHA256] = {"sha256", "MB/s", measure_sha256},
 	[BENCH_BASE_NULL_UNARY] = {"null-grpc-unary", "calls/s", NULL},
 	[BENCH_BASE_NULL_STREAM] = {"null-grpc-stream", "MB/s", NULL},
-	[BENCH_BASE_BWRAP] = {"bwrap", "spawns/s", NULL},
+	[BENCH_BASE_BWRAP] = {"bwrap", "spawns/s", measure_bwrap},
 };
 
 const char *bench_base_name(bench_base_t b)
@@ -102,11 +174,32 @@ int bench_baseline(bench_ctx_t *c)
 			continue;
 		}
 		c->base.value[b] = v;
-		printf("   %-18s %10.1f %s%s\n", defs[b].name, v, defs[b].unit,
-		       b == BENCH_BASE_SHA256 ? "  (single core, EVP, 1 MiB blocks)" : "");
+		printf("   %-18s %10.1f %s", defs[b].name, v, defs[b].unit);
+		if (b == BENCH_BASE_SHA256)
+			printf("  (single core, EVP, 1 MiB blocks)");
+		if (b == BENCH_BASE_BWRAP)
+			printf("  p50 %.2f ms  p99 %.2f ms  (%d serial fork/exec/wait of bwrap "
+			       "--unshare-all ... /bin/true)", c->base.bwrap_p50_ms,
+			       c->base.bwrap_p99_ms, c->o.bwrap_count);
+		printf("\n");
 	}
 	fflush(stdout);
 	return rc;
+}
+
+int bench_baseline_bwrap(bench_ctx_t *c)
+{
+	double v = 0;
+
+	if (measure_bwrap(c, &v) != 0) {
+		printf("   %-18s FAILED\n", "bwrap");
+		return -1;
+	}
+	c->base.value[BENCH_BASE_BWRAP] = v;
+	printf("   %-18s %10.1f spawns/s  p50 %.2f ms  p99 %.2f ms  (%d serial spawns, this run)\n",
+	       "bwrap", v, c->base.bwrap_p50_ms, c->base.bwrap_p99_ms, c->o.bwrap_count);
+	fflush(stdout);
+	return 0;
 }
 
 void bench_apply_ratio(const bench_ctx_t *c, bench_result_t *r)

@@ -32,6 +32,7 @@
 #define BENCH_AC_SVC "/build.bazel.remote.execution.v2.ActionCache/"
 #define BENCH_CAPS_SVC "/build.bazel.remote.execution.v2.Capabilities/"
 #define BENCH_BS_SVC "/google.bytestream.ByteStream/"
+#define BENCH_EXEC_SVC "/build.bazel.remote.execution.v2.Execution/"
 
 #define BENCH_UNARY_MS 60000   /* deadline of one unary call */
 #define BENCH_STREAM_MS 300000 /* deadline of one ByteStream call */
@@ -46,6 +47,9 @@ typedef struct bench_opts {
 	int time_limit_s; /* the whole run, watchdog-enforced */
 	pid_t server_pid; /* 0: not measured */
 	const char *spawn; /* path to reapd, or NULL */
+	const char *spawn_worker; /* path to reap-worker (with --spawn), or NULL */
+	pid_t worker_pid;  /* the spawned worker; 0 when none */
+	int worker_slots;  /* its --slots (nproc) */
 	bool no_sync;      /* pass --no-sync to the spawned reapd */
 	uint64_t seed;     /* content seed; 0 = from the OS */
 	/* bytestream-write / bytestream-read */
@@ -66,8 +70,14 @@ typedef struct bench_opts {
 	int ac_calls;
 	int ac_inflight;
 	int ac_entries;
+	/* execute-noop */
+	int ex_count;    /* sequential actions */
+	int ex_parallel; /* actions in flight in the parallel phase */
+	int ex_pcount;   /* actions in the parallel phase */
 	/* baseline */
 	double sha_seconds;
+	int bwrap_count;   /* bwrap spawns */
+	const char *bwrap; /* bwrap binary (execvp) */
 } bench_opts_t;
 
 /* What a scenario's throughput is compared with. */
@@ -76,12 +86,13 @@ typedef enum {
 	BENCH_BASE_SHA256,      /* single-core SHA-256, MB/s */
 	BENCH_BASE_NULL_UNARY,  /* null gRPC server, unary calls/s: not implemented yet */
 	BENCH_BASE_NULL_STREAM, /* null gRPC server, streamed MB/s: not implemented yet */
-	BENCH_BASE_BWRAP,       /* bwrap spawn of /bin/true: not implemented yet */
+	BENCH_BASE_BWRAP,       /* serial bwrap spawns of /bin/true, spawns/s */
 	BENCH_BASE_COUNT,
 } bench_base_t;
 
 typedef struct bench_baselines {
 	double value[BENCH_BASE_COUNT]; /* 0 = not measured */
+	double bwrap_p50_ms, bwrap_p99_ms; /* with value[BENCH_BASE_BWRAP] */
 } bench_baselines_t;
 
 /* The outcome of one scenario, printed as it finishes and in the summary. */
@@ -105,6 +116,7 @@ typedef struct bench_result {
 	double steal_s;        /* CPU time the hypervisor took away meanwhile */
 	bench_base_t base;
 	double ratio;          /* rate (or mbps) / baseline; < 0: n/a */
+	char extra[2048];      /* further lines printed after the standard ones */
 } bench_result_t;
 
 /* A blob generated for the ByteStream scenarios, kept for the read-back. */
@@ -221,6 +233,9 @@ bool bench_base_implemented(bench_base_t b);
  */
 int bench_baseline(bench_ctx_t *c);
 
+/** Measure the bwrap baseline into c->base (value, p50, p99) and print it; 0 or -1. */
+int bench_baseline_bwrap(bench_ctx_t *c);
+
 /** Fill r->ratio from r's throughput and c->base (n/a when not measured). */
 void bench_apply_ratio(const bench_ctx_t *c, bench_result_t *r);
 
@@ -231,7 +246,14 @@ void bench_apply_ratio(const bench_ctx_t *c, bench_result_t *r);
  * wait (bounded) for its readiness line. Sets c->o.target and server_pid.
  */
 int bench_server_spawn(bench_ctx_t *c, const char *path);
-/** SIGTERM the spawned server, wait (bounded, then SIGKILL), remove its folder. Idempotent. */
+/**
+ * Start reap-worker (path) against the spawned reapd with --slots
+ * c->o.worker_slots, the token from reapd's data folder and work/cache
+ * folders inside it; wait (bounded) for "reap-worker ready". Sets
+ * c->o.worker_pid. bench_server_stop() stops it first.
+ */
+int bench_worker_spawn(bench_ctx_t *c, const char *path);
+/** SIGTERM the spawned worker (if any) and the spawned server, wait (bounded, then SIGKILL), remove its folder. Idempotent. */
 void bench_server_stop(void);
 
 /**
@@ -251,6 +273,7 @@ void bench_bytestream_read(bench_ctx_t *c, bench_result_t *r);
 void bench_find_missing(bench_ctx_t *c, bench_result_t *r);
 void bench_batch_update(bench_ctx_t *c, bench_result_t *r);
 void bench_ac_get(bench_ctx_t *c, bench_result_t *r);
+void bench_execute_noop(bench_ctx_t *c, bench_result_t *r);
 void bench_blobs_free(bench_ctx_t *c);
 
 /**

@@ -4,7 +4,7 @@
  *   reap-bench SCENARIO [--target HOST:PORT | --spawn PATH_TO_REAPD] [options]
  *
  * Scenarios: bytestream-write, bytestream-read, find-missing, batch-update,
- * ac-get, baseline, all. Each prints its throughput, the p50/p99 latency of
+ * ac-get, execute-noop, baseline, all. Each prints its throughput, the p50/p99 latency of
  * its unit of work, the client's CPU seconds and, with --server-pid (implied
  * by --spawn), the server's CPU seconds and peak RSS. `all` measures the
  * baselines first and prints every scenario's ratio to the relevant one,
@@ -33,6 +33,7 @@ static const struct {
 	{"find-missing", bench_find_missing},
 	{"batch-update", bench_batch_update},
 	{"ac-get", bench_ac_get},
+	{"execute-noop", bench_execute_noop},
 };
 #define N_SCEN (sizeof(scenarios) / sizeof(scenarios[0]))
 
@@ -41,11 +42,13 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage: reap-bench SCENARIO [options]\n"
 		"scenarios: bytestream-write bytestream-read find-missing batch-update ac-get\n"
+		"           execute-noop\n"
 		"           baseline all\n"
 		"server:\n"
 		"  --target HOST:PORT     any REAPI v2 server (plaintext gRPC)\n"
 		"  --spawn PATH           start this reapd on 127.0.0.1:0 with a temporary folder\n"
 		"  --no-sync              pass --no-sync to the spawned reapd (default: fsync on)\n"
+		"  --spawn-worker PATH    with --spawn: also start this reap-worker (slots = nproc)\n"
 		"  --server-pid PID       also report the server's CPU seconds and peak RSS\n"
 		"  --instance NAME        instance name (default \"\")\n"
 		"  --header KEY=VALUE     metadata sent with every call (repeatable, e.g. authorization)\n"
@@ -70,14 +73,22 @@ static void usage(FILE *f)
 		"ac-get:\n"
 		"  --ac-calls N           GetActionResult calls (default 50000; quick 5000)\n"
 		"  --ac-inflight C        calls in flight (default 16)\n"
-		"  --ac-entries E         distinct entries (default 100)\n");
+		"  --ac-entries E         distinct entries (default 100)\n"
+		"execute-noop (needs workers behind the server):\n"
+		"  --ex-count N           sequential actions (default 50; quick 10)\n"
+		"  --ex-parallel P        actions in flight in the parallel phase (default 2 x nproc)\n"
+		"  --ex-pcount N          actions in the parallel phase (default 200; quick 40)\n"
+		"baseline:\n"
+		"  --bwrap PATH           bwrap binary (default bwrap from PATH)\n"
+		"  --bwrap-count N        serial bwrap spawns (default 50; quick 20)\n");
 }
 
 enum {
 	OPT_TARGET = 256, OPT_SPAWN, OPT_NOSYNC, OPT_PID, OPT_INSTANCE, OPT_HEADER, OPT_QUICK,
 	OPT_LIMIT, OPT_SEED, OPT_BS_SIZE, OPT_BS_COUNT, OPT_BS_PAR, OPT_BS_CHUNK, OPT_FM_D,
 	OPT_FM_R, OPT_FM_P, OPT_BU_SIZE, OPT_BU_COUNT, OPT_BU_PAR, OPT_BU_MAX, OPT_AC_CALLS,
-	OPT_AC_INFLIGHT, OPT_AC_ENTRIES,
+	OPT_AC_INFLIGHT, OPT_AC_ENTRIES, OPT_SPAWN_WORKER, OPT_EX_COUNT, OPT_EX_PAR, OPT_EX_PCOUNT,
+	OPT_BWRAP, OPT_BWRAP_COUNT,
 };
 
 /* Parse options into o (0 = unset, filled by defaults()). 0, or -1 with a message. */
@@ -107,6 +118,12 @@ static int parse_opts(int argc, char **argv, bench_opts_t *o)
 		{"ac-calls", required_argument, NULL, OPT_AC_CALLS},
 		{"ac-inflight", required_argument, NULL, OPT_AC_INFLIGHT},
 		{"ac-entries", required_argument, NULL, OPT_AC_ENTRIES},
+		{"spawn-worker", required_argument, NULL, OPT_SPAWN_WORKER},
+		{"ex-count", required_argument, NULL, OPT_EX_COUNT},
+		{"ex-parallel", required_argument, NULL, OPT_EX_PAR},
+		{"ex-pcount", required_argument, NULL, OPT_EX_PCOUNT},
+		{"bwrap", required_argument, NULL, OPT_BWRAP},
+		{"bwrap-count", required_argument, NULL, OPT_BWRAP_COUNT},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -142,6 +159,12 @@ static int parse_opts(int argc, char **argv, bench_opts_t *o)
 		case OPT_AC_CALLS: bad |= bench_parse_int(optarg, &o->ac_calls); break;
 		case OPT_AC_INFLIGHT: bad |= bench_parse_int(optarg, &o->ac_inflight); break;
 		case OPT_AC_ENTRIES: bad |= bench_parse_int(optarg, &o->ac_entries); break;
+		case OPT_SPAWN_WORKER: o->spawn_worker = optarg; break;
+		case OPT_EX_COUNT: bad |= bench_parse_int(optarg, &o->ex_count); break;
+		case OPT_EX_PAR: bad |= bench_parse_int(optarg, &o->ex_parallel); break;
+		case OPT_EX_PCOUNT: bad |= bench_parse_int(optarg, &o->ex_pcount); break;
+		case OPT_BWRAP: o->bwrap = optarg; break;
+		case OPT_BWRAP_COUNT: bad |= bench_parse_int(optarg, &o->bwrap_count); break;
 		case 'h': usage(stdout); exit(0);
 		default: return -1;
 		}
@@ -178,6 +201,15 @@ static void defaults(bench_opts_t *o)
 	DEF(ac_calls, 50000, 5000);
 	DEF(ac_inflight, 16, 16);
 	DEF(ac_entries, 100, 100);
+	o->worker_slots = (int)sysconf(_SC_NPROCESSORS_ONLN);
+	if (o->worker_slots < 1)
+		o->worker_slots = 1;
+	DEF(ex_count, 50, 10);
+	DEF(ex_parallel, 2 * o->worker_slots, 2 * o->worker_slots);
+	DEF(ex_pcount, 200, 40);
+	DEF(bwrap_count, 50, 20);
+	if (o->bwrap == NULL)
+		o->bwrap = "bwrap";
 	o->sha_seconds = o->quick ? 0.5 : 2.0;
 }
 
@@ -247,6 +279,7 @@ void bench_print_result(const bench_result_t *r)
 	else
 		printf("\n   rest of the machine (server included) cpu %.2f s  steal %.2f s\n",
 		       r->other_cpu_s, r->steal_s);
+	fputs(r->extra, stdout);
 	if (r->failed)
 		printf("   FAILED: %s\n", r->note);
 	else if (r->note[0] != '\0')
@@ -260,6 +293,10 @@ static void print_summary(const bench_ctx_t *c, const bench_result_t *rs, size_t
 	if (c->base.value[BENCH_BASE_SHA256] > 0)
 		printf("| baseline sha256 | 1 core, EVP, 1 MiB blocks | %.1f MB/s | | | | | | | 1 |\n",
 		       c->base.value[BENCH_BASE_SHA256]);
+	if (c->base.value[BENCH_BASE_BWRAP] > 0)
+		printf("| baseline bwrap | %d serial spawns of /bin/true | %.1f spawns/s | %.2f ms | "
+		       "%.2f ms | | | | | 1 |\n", c->o.bwrap_count, c->base.value[BENCH_BASE_BWRAP],
+		       c->base.bwrap_p50_ms, c->base.bwrap_p99_ms);
 	for (size_t i = 0; i < n; i++) {
 		const bench_result_t *r = &rs[i];
 		char ratio[64] = "n/a", srv[32] = "-", hwm[32] = "-";
@@ -340,6 +377,10 @@ int main(int argc, char **argv)
 		fprintf(stderr, "reap-bench: give --target HOST:PORT or --spawn PATH_TO_REAPD\n");
 		return 2;
 	}
+	if (c.o.spawn_worker != NULL && c.o.spawn == NULL) {
+		fprintf(stderr, "reap-bench: --spawn-worker needs --spawn\n");
+		return 2;
+	}
 	if (c.o.no_sync && c.o.spawn == NULL)
 		fprintf(stderr, "reap-bench: --no-sync only applies with --spawn; ignored\n");
 	c.rng_state = c.o.seed ? c.o.seed : bench_os_seed();
@@ -356,6 +397,12 @@ int main(int argc, char **argv)
 	}
 	if (c.o.spawn != NULL && bench_server_spawn(&c, c.o.spawn) != 0)
 		return 1;
+	if (c.o.spawn_worker != NULL &&
+	    (strcmp(scen, "all") == 0 || strcmp(scen, "execute-noop") == 0) &&
+	    bench_worker_spawn(&c, c.o.spawn_worker) != 0) {
+		bench_server_stop();
+		return 1;
+	}
 	if (strcmp(scen, "all") == 0) {
 		char err[256];
 		if (bench_capabilities(&c, err, sizeof(err)) != 0)

@@ -8,6 +8,10 @@
  * within STOP_WAIT_S, and its folder is removed. The watchdog thread owns
  * SIGINT/SIGTERM and the run's time limit: either one stops the server,
  * removes the folder and exits, so nothing is left behind.
+ *
+ * With --spawn-worker, one reap-worker is started against that reapd too
+ * (token from reapd's data folder, work and cache folders inside it, slots
+ * = nproc); it is stopped before reapd, the same way.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -19,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -33,6 +38,30 @@ static pid_t srv_pid;
 static int srv_out = -1; /* read end of its stdout */
 static char srv_dir[PATH_MAX];
 static char srv_target[64];
+static pid_t wrk_pid;
+static int wrk_out = -1;
+
+/* SIGTERM pid, wait up to STOP_WAIT_S, then SIGKILL. Caller holds srv_mu. */
+static void stop_child(pid_t pid, const char *what)
+{
+	int status = 0;
+	pid_t got = 0;
+
+	kill(pid, SIGTERM);
+	for (int i = 0; i < STOP_WAIT_S * 20; i++) {
+		got = waitpid(pid, &status, WNOHANG);
+		if (got != 0)
+			break;
+		usleep(50000);
+	}
+	if (got == 0) {
+		fprintf(stderr, "reap-bench: %s did not stop in %d s; SIGKILL\n", what, STOP_WAIT_S);
+		kill(pid, SIGKILL);
+		waitpid(pid, &status, 0);
+	} else if (got > 0 && !(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
+		fprintf(stderr, "reap-bench: %s exited with status 0x%x\n", what, status);
+	}
+}
 
 static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
 {
@@ -46,24 +75,16 @@ static int rm_entry(const char *path, const struct stat *sb, int flag, struct FT
 /* Caller holds srv_mu. */
 static void stop_locked(void)
 {
-	int status = 0;
-
+	if (wrk_pid > 0) {
+		stop_child(wrk_pid, "reap-worker");
+		wrk_pid = 0;
+	}
+	if (wrk_out >= 0) {
+		close(wrk_out);
+		wrk_out = -1;
+	}
 	if (srv_pid > 0) {
-		pid_t got = 0;
-		kill(srv_pid, SIGTERM);
-		for (int i = 0; i < STOP_WAIT_S * 20; i++) {
-			got = waitpid(srv_pid, &status, WNOHANG);
-			if (got != 0)
-				break;
-			usleep(50000);
-		}
-		if (got == 0) {
-			fprintf(stderr, "reap-bench: reapd did not stop in %d s; SIGKILL\n", STOP_WAIT_S);
-			kill(srv_pid, SIGKILL);
-			waitpid(srv_pid, &status, 0);
-		} else if (got > 0 && !(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
-			fprintf(stderr, "reap-bench: reapd exited with status 0x%x\n", status);
-		}
+		stop_child(srv_pid, "reapd");
 		srv_pid = 0;
 	}
 	if (srv_out >= 0) {
@@ -85,8 +106,8 @@ void bench_server_stop(void)
 	pthread_mutex_unlock(&srv_mu);
 }
 
-/* Read reapd's stdout until the readiness line; the port, or -1. */
-static int wait_ready(int fd)
+/* Read a child's stdout until the readiness line; the port (or 1 with no "%d"), or -1. */
+static int wait_line(int fd, const char *prefix)
 {
 	char buf[512];
 	size_t len = 0;
@@ -102,10 +123,11 @@ static int wait_ready(int fd)
 			return -1; /* it exited */
 		len += (size_t)n;
 		buf[len] = '\0';
-		const char *line = strstr(buf, "reapd listening on port ");
-		int port;
+		const char *line = strstr(buf, prefix);
+		int port = 1;
 		if (line != NULL && strchr(line, '\n') != NULL &&
-		    sscanf(line, "reapd listening on port %d", &port) == 1)
+		    (line[strlen(prefix)] == '\n' ||
+		     sscanf(line + strlen(prefix), "%d", &port) == 1))
 			return port;
 		if (len == sizeof(buf) - 1)
 			len = 0; /* not ours; keep looking */
@@ -161,7 +183,7 @@ int bench_server_spawn(bench_ctx_t *c, const char *path)
 	fds[1] = -1;
 	srv_out = fds[0];
 	fds[0] = -1;
-	port = wait_ready(srv_out);
+	port = wait_line(srv_out, "reapd listening on port ");
 	if (port <= 0) {
 		fprintf(stderr, "reap-bench: %s did not report its port within %d s\n", path,
 			READY_WAIT_S);
@@ -181,6 +203,72 @@ out:
 		close(fds[1]);
 	if (rc != 0)
 		stop_locked();
+	pthread_mutex_unlock(&srv_mu);
+	return rc;
+}
+
+int bench_worker_spawn(bench_ctx_t *c, const char *path)
+{
+	char work[PATH_MAX + 16], cache[PATH_MAX + 16], token[PATH_MAX + 16], slots[16];
+	int fds[2] = {-1, -1};
+	int rc = -1;
+	pid_t pid;
+
+	pthread_mutex_lock(&srv_mu);
+	if (srv_pid <= 0 || srv_dir[0] == '\0') {
+		fprintf(stderr, "reap-bench: --spawn-worker needs --spawn\n");
+		goto out;
+	}
+	snprintf(work, sizeof(work), "%s/w-work", srv_dir);
+	snprintf(cache, sizeof(cache), "%s/w-cache", srv_dir);
+	snprintf(token, sizeof(token), "%s/worker.token", srv_dir);
+	snprintf(slots, sizeof(slots), "%d", c->o.worker_slots);
+	if ((mkdir(work, 0700) != 0 && errno != EEXIST) ||
+	    (mkdir(cache, 0700) != 0 && errno != EEXIST) || access(token, R_OK) != 0) {
+		fprintf(stderr, "reap-bench: worker folders / %s: %s\n", token, strerror(errno));
+		goto out;
+	}
+	if (pipe2(fds, O_CLOEXEC) != 0)
+		goto out;
+	pid = fork();
+	if (pid < 0)
+		goto out;
+	if (pid == 0) {
+		const char *argv[] = {path, "--scheduler", srv_target, "--cas", srv_target,
+				      "--name", "reap-bench-worker", "--slots", slots,
+				      "--work", work, "--cache", cache, "--cache-size", "1GiB",
+				      "--token-file", token, "--log-level", "warn", NULL};
+		sigset_t all;
+		sigemptyset(&all);
+		sigprocmask(SIG_SETMASK, &all, NULL);
+		prctl(PR_SET_PDEATHSIG, SIGTERM);
+		dup2(fds[1], STDOUT_FILENO);
+		execv(path, (char *const *)argv);
+		fprintf(stderr, "reap-bench: exec %s: %s\n", path, strerror(errno));
+		_exit(127);
+	}
+	wrk_pid = pid;
+	close(fds[1]);
+	fds[1] = -1;
+	wrk_out = fds[0];
+	fds[0] = -1;
+	if (wait_line(wrk_out, "reap-worker ready") <= 0) {
+		fprintf(stderr, "reap-bench: %s was not ready within %d s\n", path, READY_WAIT_S);
+		stop_child(wrk_pid, "reap-worker");
+		wrk_pid = 0;
+		close(wrk_out);
+		wrk_out = -1;
+		goto out;
+	}
+	c->o.worker_pid = pid;
+	printf("spawned %s pid %d, %s slots, against %s\n", path, (int)pid, slots, srv_target);
+	fflush(stdout);
+	rc = 0;
+out:
+	if (fds[0] >= 0)
+		close(fds[0]);
+	if (fds[1] >= 0)
+		close(fds[1]);
 	pthread_mutex_unlock(&srv_mu);
 	return rc;
 }
