@@ -310,62 +310,15 @@ out:
 	return err;
 }
 
-/*
- * Is the cache file still exactly d (regular, read-only mode, content)?
- * *ctime gets the ctime it was checked at; a ctime that moves during the
- * check fails it.
- */
-static bool verify(wrk_cache_t *c, const reap_digest_t *d, bool exec, int64_t *ctime)
-{
-	char rel[REL_LEN];
-	struct stat before, after;
-	reap_hasher_t h = {0};
-	reap_digest_t got;
-	uint8_t *buf = NULL;
-	bool ok = false;
-	int fd;
-
-	rel_name(d, exec, rel);
-	fd = openat(c->dirfd, rel, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0 || fstat(fd, &before) != 0 || !S_ISREG(before.st_mode) ||
-	    (before.st_mode & 07777) != file_mode(exec) || before.st_size != d->size)
-		goto out;
-	if (reap_hasher_init(&h) != REAP_OK || (buf = malloc(IO_CHUNK)) == NULL)
-		goto out;
-	for (;;) {
-		ssize_t r = read(fd, buf, IO_CHUNK);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0)
-			goto out;
-		if (r == 0)
-			break;
-		reap_hasher_update(&h, buf, (size_t)r);
-	}
-	reap_hasher_final(&h, &got);
-	if (fstat(fd, &after) != 0 || ctime_ns(&after) != ctime_ns(&before) ||
-	    !reap_digest_eq(&got, d))
-		goto out;
-	*ctime = ctime_ns(&before);
-	ok = true;
-out:
-	if (fd >= 0)
-		close(fd);
-	reap_hasher_destroy(&h);
-	free(buf);
-	return ok;
-}
-
-/* Does the file at path hold exactly d? */
-static bool file_is(const char *path, const reap_digest_t *d)
+/* Does the open file fd (read from its current offset) hold exactly d? */
+static bool fd_is(int fd, const reap_digest_t *d)
 {
 	reap_hasher_t h = {0};
 	reap_digest_t got;
 	uint8_t *buf = malloc(IO_CHUNK);
 	bool ok = false;
-	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 
-	if (fd < 0 || buf == NULL || reap_hasher_init(&h) != REAP_OK)
+	if (buf == NULL || reap_hasher_init(&h) != REAP_OK)
 		goto out;
 	for (;;) {
 		ssize_t r = read(fd, buf, IO_CHUNK);
@@ -380,10 +333,45 @@ static bool file_is(const char *path, const reap_digest_t *d)
 	reap_hasher_final(&h, &got);
 	ok = reap_digest_eq(&got, d);
 out:
-	if (fd >= 0)
-		close(fd);
 	reap_hasher_destroy(&h);
 	free(buf);
+	return ok;
+}
+
+/*
+ * Is the cache file still exactly d (regular, read-only mode, content)?
+ * *ctime gets the ctime it was checked at; a ctime that moves during the
+ * check fails it.
+ */
+static bool verify(wrk_cache_t *c, const reap_digest_t *d, bool exec, int64_t *ctime)
+{
+	char rel[REL_LEN];
+	struct stat before, after;
+	bool ok = false;
+	int fd;
+
+	rel_name(d, exec, rel);
+	fd = openat(c->dirfd, rel, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0 || fstat(fd, &before) != 0 || !S_ISREG(before.st_mode) ||
+	    (before.st_mode & 07777) != file_mode(exec) || before.st_size != d->size)
+		goto out;
+	if (!fd_is(fd, d) || fstat(fd, &after) != 0 || ctime_ns(&after) != ctime_ns(&before))
+		goto out;
+	*ctime = ctime_ns(&before);
+	ok = true;
+out:
+	if (fd >= 0)
+		close(fd);
+	return ok;
+}
+
+/* Does the file at path hold exactly d? */
+static bool file_is(const char *path, const reap_digest_t *d)
+{
+	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	bool ok = fd >= 0 && fd_is(fd, d);
+	if (fd >= 0)
+		close(fd);
 	return ok;
 }
 
