@@ -667,7 +667,7 @@ void *wrk_slot_main(void *arg)
 		bool ok = rc == REAP_OK && st.code == 0;
 		bool leased = ok && resp->lease != NULL && resp->lease->lease_id[0] != '\0' &&
 			      resp->lease->action_digest != NULL;
-		if (!ok && step == 0)
+		if (!ok && step == 0 && !stopping(d))
 			REAP_WARN("Poll failed; backing off", "slot=%d code=%d msg=\"%s\"", s->index,
 				  st.code, st.msg);
 		rpc_status_destroy(&st);
