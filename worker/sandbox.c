@@ -480,6 +480,27 @@ static void kill_tree(running_t *r, int *status)
 		;
 }
 
+/*
+ * bwrap may exit while the namespace's pid 1 is still tearing the
+ * namespace down (the kernel kills and reaps every process in it before
+ * pid 1 finishes exiting). Wait for pid 1 itself: once its pidfd reports
+ * the exit, no process of the action is left. Bounded; SIGKILL if slow.
+ */
+static void wait_namespace_empty(running_t *r)
+{
+	if (r->info >= 0)
+		read_info(r);
+	if (r->inner < 0)
+		return;
+	for (int i = 0; i < 2; i++) {
+		struct pollfd p = {.fd = r->inner, .events = POLLIN};
+		if (poll(&p, 1, 2000) > 0)
+			return;
+		syscall(SYS_pidfd_send_signal, r->inner, SIGKILL, NULL, 0);
+	}
+	REAP_WARN("sandbox namespace slow to empty", "%s", "");
+}
+
 /* Wait for the sandbox to end, the deadline (0 = none) or *cancel. Always reaps. */
 static void wait_run(running_t *r, int64_t deadline, volatile const bool *cancel,
 		     wrk_run_result_t *out, int *status)
@@ -573,6 +594,7 @@ int wrk_sandbox_run(const wrk_sandbox_config_t *cfg, const char *exec_root,
 	pipefd[0] = -1;
 	r.pidfd = pidfd_open_(r.pid);
 	wait_run(&r, deadline, cancel, out, &status);
+	wait_namespace_empty(&r);
 	out->end_ns = real_ns();
 	out->exit_code = WIFEXITED(status) ? WEXITSTATUS(status)
 		       : WIFSIGNALED(status) ? 128 + WTERMSIG(status) : -1;
