@@ -1,10 +1,7 @@
 # shellcheck shell=bash
-# Shared helpers for the remote-execution end-to-end scripts
-# (bazel_remote_exec.sh, worker_kill.sh). Source it after setting
-# LOG_TAG; it only defines variables and functions.
-#
-# Modelled on bazel_remote_cache.sh (which stays self-contained): the same
-# summary-line parser, the same offline-Debian Bazel overrides.
+# Shared helpers for the Bazel end-to-end scripts (bazel_remote_cache.sh,
+# bazel_remote_exec.sh, worker_kill.sh). Source it after setting LOG_TAG; it
+# only defines variables and functions.
 
 BAZEL=${BAZEL:-bazel}
 BAZEL_TIMEOUT=${REAP_E2E_BAZEL_TIMEOUT:-600}  # seconds, each bazel invocation
@@ -17,9 +14,12 @@ fail() { printf '[%s] FAIL: %s\n' "$LOG_TAG" "$*" >&2; exit 1; }
 skip() { printf '[%s] SKIP: %s\n' "$LOG_TAG" "$*" >&2; exit 77; }
 
 # ---------------------------------------------------------------------------
-# Bazel 4.2.3's process summary, e.g.
+# Bazel 4.2.3's process summary, one line per build (observed), e.g.
 #   INFO: 21 processes: 10 internal, 11 remote.
 #   INFO: 21 processes: 11 remote cache hit, 10 internal.
+#   INFO: 21 processes: 10 internal, 11 linux-sandbox.
+#   INFO: 1 process: 1 internal.
+# summary_line LOG: prints the last such line of LOG.
 
 summary_line() {
     grep -E '^INFO: [0-9]+ process(es)?[.:]' "$1" | tail -n 1
@@ -74,8 +74,9 @@ count_spawns() {
 }
 
 # check_all_kind LOG KIND [EXPECTED]: every non-internal process of LOG's
-# summary was of KIND ("remote", "remote cache hit"), at least one, and
-# exactly EXPECTED if given.
+# summary was of KIND ("remote", "remote cache hit", "disk cache hit"), at
+# least one, and exactly EXPECTED if given. Any other kind (linux-sandbox,
+# processwrapper-sandbox, local, remote, worker, ...) fails.
 check_all_kind() {
     local logf=$1 want=$2 expected=${3:-} kind other="" n
     parse_summary "$logf" || return 1
@@ -103,6 +104,7 @@ lib_parser_selftest() {
     local d f rc=0
     d=$(mktemp -d)
     f=$d/log
+    # t EXPECT(0|1) KIND EXPECTED_COUNT LINE...
     t() {
         local want=$1 kind=$2 cnt=$3; shift 3
         printf '%s\n' "$@" >"$f"
@@ -124,6 +126,27 @@ lib_parser_selftest() {
     SUM_LENIENT=1 t 0 remote 4 "INFO: 3 processes: 4 remote."
     SUM_LENIENT=1 t 1 remote "" "INFO: 3 processes: 3 remote, 1 linux-sandbox."
     t 1 "remote cache hit" 11 "INFO: 21 processes: 10 remote cache hit, 10 internal, 1 remote."
+    t 0 "remote cache hit" "" "INFO: 21 processes: 11 remote cache hit, 10 internal."
+    t 0 "remote cache hit" 3  "INFO: 3 processes: 3 remote cache hit."
+    t 0 "disk cache hit"   11 "INFO: 21 processes: 10 internal, 11 disk cache hit."
+    t 0 "remote cache hit" 2  "INFO: 9 processes: 9 internal." \
+                              "INFO: 5 processes: 2 remote cache hit, 3 internal."
+    t 1 "remote cache hit" 11 "INFO: 21 processes: 10 remote cache hit, 10 internal, 1 linux-sandbox."
+    t 1 "remote cache hit" "" "INFO: 21 processes: 10 internal, 11 linux-sandbox."
+    t 1 "remote cache hit" "" "INFO: 4 processes: 2 remote cache hit, 2 processwrapper-sandbox."
+    t 1 "remote cache hit" "" "INFO: 4 processes: 4 local."
+    t 1 "remote cache hit" 12 "INFO: 21 processes: 11 remote cache hit, 10 internal."
+    t 1 "remote cache hit" "" "INFO: 1 process: 1 internal."
+    t 1 "remote cache hit" "" "INFO: 0 processes."
+    t 1 "remote cache hit" "" "INFO: Build completed successfully, 1 total action"
+    t 1 "disk cache hit"   "" "INFO: 21 processes: 11 remote cache hit, 10 internal."
+    t 1 "remote cache hit" "" "INFO: 22 processes: 11 remote cache hit, 10 internal."
+    printf 'INFO: 21 processes: 10 internal, 11 linux-sandbox.\n' >"$f"
+    [[ $(count_spawns "$f") == 11 ]] || { echo "count_spawns: got $(count_spawns "$f")" >&2; rc=1; }
+    printf 'INFO: 4 processes: 4 linux-sandbox.\n' >"$f"
+    [[ $(count_spawns "$f") == 4 ]] || { echo "count_spawns(2): got $(count_spawns "$f")" >&2; rc=1; }
+    printf 'INFO: 1 process: 1 internal.\n' >"$f"
+    [[ $(count_spawns "$f") == 0 ]] || { echo "count_spawns(3): got $(count_spawns "$f")" >&2; rc=1; }
     rm -rf "$d"
     return $rc
 }
@@ -131,16 +154,27 @@ lib_parser_selftest() {
 # ---------------------------------------------------------------------------
 # Prerequisites.
 
-check_prereqs() {
+check_bazel_prereqs() {
     command -v "$BAZEL" >/dev/null 2>&1 || skip "bazel not found (apt-get install bazel-bootstrap)"
     command -v timeout >/dev/null 2>&1 || skip "timeout(1) not found"
+}
+
+# need_binary VAR NAME: $VAR must name an executable (NAME, for the
+# message); makes it absolute.
+need_binary() {
+    local var=$1 name=$2 path
+    path=${!var:-}
+    [[ -n $path ]] || fail "set $var to the $name binary"
+    [[ -x $path ]] || fail "$var=$path is not executable"
+    printf -v "$var" '%s' "$(cd "$(dirname "$path")" && pwd)/$(basename "$path")"
+}
+
+# check_prereqs: remote execution (reapd and reap-worker).
+check_prereqs() {
+    check_bazel_prereqs
     command -v bwrap >/dev/null 2>&1 || skip "bwrap not found (apt-get install bubblewrap)"
-    [[ -n ${REAPD:-} ]] || fail "set REAPD to the reapd binary"
-    [[ -x $REAPD ]] || fail "REAPD=$REAPD is not executable"
-    [[ -n ${REAP_WORKER:-} ]] || fail "set REAP_WORKER to the reap-worker binary"
-    [[ -x $REAP_WORKER ]] || fail "REAP_WORKER=$REAP_WORKER is not executable"
-    REAPD=$(cd "$(dirname "$REAPD")" && pwd)/$(basename "$REAPD")
-    REAP_WORKER=$(cd "$(dirname "$REAP_WORKER")" && pwd)/$(basename "$REAP_WORKER")
+    need_binary REAPD reapd
+    need_binary REAP_WORKER reap-worker
 }
 
 check_cc_prereqs() {
@@ -219,12 +253,13 @@ lib_init() {
 # ---------------------------------------------------------------------------
 # reapd and workers.
 
-# start_reapd EXTRA_ARGS...: reapd on 127.0.0.1, a kernel-picked port (read
-# from its readiness line), data in $TMP/data. Sets REAPD_PID and PORT.
+# start_reapd EXTRA_ARGS...: reapd on 127.0.0.1, port $REAPD_PORT if set,
+# else a kernel-picked one (read from its readiness line), data in
+# $TMP/data. Sets REAPD_PID and PORT.
 start_reapd() {
     local deadline
     mkdir -p "$TMP/data"
-    "$REAPD" --listen 127.0.0.1:0 --data "$TMP/data" "$@" \
+    "$REAPD" --listen "127.0.0.1:${REAPD_PORT:-0}" --data "$TMP/data" "$@" \
         >"$TMP/reapd.out" 2>"$TMP/reapd.log" &
     REAPD_PID=$!
     deadline=$((SECONDS + START_TIMEOUT))
@@ -296,24 +331,32 @@ filegroup(name = "lcov_merger", visibility = ["//visibility:public"])
 EOF
 }
 
-# write_bazelrc FILE [--no-overrides]: remote execution against reapd,
-# nothing run locally; --no-overrides leaves out the rules_* overrides (a
-# genrule-only workspace needs none).
-write_bazelrc() {
+# write_bazelrc_base FILE [--no-overrides]: the settings every script uses;
+# --no-overrides leaves out the rules_* overrides (a genrule-only workspace
+# needs none).
+write_bazelrc_base() {
     cat >"$1" <<EOF
-# Generated by tests/e2e/lib.sh (reap remote execution e2e)
+# Generated by tests/e2e/lib.sh
 build --symlink_prefix=/
 build --color=no --curses=no --noshow_progress
+# Debian's /etc/bazel/bazelrc turns --sandbox_debug on; it floods the log.
 build --nosandbox_debug
 build --incompatible_strict_action_env
 EOF
     if [[ ${2:-} != --no-overrides ]]; then
         cat >>"$1" <<EOF
+# Offline Debian bazel-bootstrap 4.2.3: never download rules_*.
 build --override_repository=rules_java=$DEBIAN_RULES/java
 build --override_repository=rules_cc=$TMP/rules_cc
 build --override_repository=remote_coverage_tools=$TMP/remote_coverage_tools
 EOF
     fi
+}
+
+# write_bazelrc FILE [--no-overrides]: write_bazelrc_base plus remote
+# execution against reapd, nothing run locally.
+write_bazelrc() {
+    write_bazelrc_base "$@"
     cat >>"$1" <<EOF
 # Remote execution: every spawn goes to reapd's scheduler, no local
 # fallback; reapd's scheduler writes the ActionCache, clients do not.
