@@ -4,9 +4,10 @@
  * plain one 0444), hardlinked into exec roots by wrk_cache_link.
  *
  * Index. An in-memory hash table of entries plus an LRU list and the total
- * of their sizes, rebuilt at open by scanning the folder (leftovers in tmp/
- * and malformed names are removed; the LRU order is the files' ctime, which
- * every link and unlink of the inode bumps, so it tracks use). Capacity is
+ * of their sizes, rebuilt at open by scanning the folder (cache_scan.c;
+ * leftovers in tmp/ and malformed names are removed; the LRU order is the
+ * files' ctime, which every link and unlink of the inode bumps, so it tracks
+ * use). Capacity is
  * enforced after every insert by unlinking least recently used entries,
  * skipping files whose link count says they are staged in an exec root
  * right now: unlinking those frees no space and would change the ctime the
@@ -53,38 +54,6 @@
 #define REL_LEN (3 + REAP_HASH_HEX_LEN + 1 + 20 + 3) /* "ab/{hash}-{size}-x" */
 #define IO_CHUNK ((size_t)1 << 20)
 
-typedef enum {
-	CE_BUSY = 0,   /* being downloaded or verified by one thread; others wait */
-	CE_READY = 1,  /* the file is in place and may be linked */
-	CE_GONE = 2,   /* removed from the index; freed by the last waiter */
-	CE_FAILED = 3, /* the download failed (err, msg); freed by the last waiter */
-} ce_state_t;
-
-typedef struct centry {
-	reap_digest_t d;
-	bool exec;
-	ce_state_t state;
-	int err;                   /* CE_FAILED: the download's error */
-	char *msg;                 /* CE_FAILED: its message (may be NULL) */
-	int64_t known_ctime;       /* the inode's ctime as last verified; -1 = verify first */
-	int refs;                  /* threads waiting on this entry */
-	bool in_lru;               /* the file exists and is counted in used */
-	struct centry *hnext;      /* hash chain */
-	struct centry *prev, *next; /* LRU list, most recent first */
-} centry_t;
-
-struct wrk_cache {
-	char *dir;         /* absolute */
-	int dirfd;
-	uint64_t capacity; /* 0 = unbounded */
-	uint64_t used;     /* bytes of the entries in the LRU list */
-	pthread_mutex_t mu;
-	pthread_cond_t cv; /* a busy entry changed state */
-	centry_t **buckets;
-	size_t nbuckets, n;
-	centry_t lru;      /* sentinel */
-};
-
 /* ---- names, times, small file helpers ---- */
 
 static void rel_name(const reap_digest_t *d, bool exec, char out[REL_LEN])
@@ -94,12 +63,12 @@ static void rel_name(const reap_digest_t *d, bool exec, char out[REL_LEN])
 	snprintf(out, REL_LEN, "%.2s/%s-%lld%s", hex, hex, (long long)d->size, exec ? "-x" : "");
 }
 
-static int64_t ctime_ns(const struct stat *st)
+int64_t wrk_ctime_ns(const struct stat *st)
 {
 	return (int64_t)st->st_ctim.tv_sec * 1000000000 + st->st_ctim.tv_nsec;
 }
 
-static mode_t file_mode(bool exec)
+mode_t wrk_cache_file_mode(bool exec)
 {
 	return exec ? 0555 : 0444;
 }
@@ -110,7 +79,7 @@ static int io_err(int e)
 }
 
 /* Parse "<hash>-<size>[-x]"; false for anything else. */
-static bool parse_name(const char *name, reap_digest_t *d, bool *exec)
+bool wrk_cache_parse_name(const char *name, reap_digest_t *d, bool *exec)
 {
 	const char *p = name + REAP_HASH_HEX_LEN;
 	char *end;
@@ -136,23 +105,23 @@ static size_t bucket_of(const wrk_cache_t *c, const reap_digest_t *d, bool exec)
 	return (size_t)(h ^ (uint64_t)exec) & (c->nbuckets - 1);
 }
 
-static centry_t *index_find(const wrk_cache_t *c, const reap_digest_t *d, bool exec)
+wrk_centry_t *wrk_cache_index_find(const wrk_cache_t *c, const reap_digest_t *d, bool exec)
 {
-	for (centry_t *e = c->buckets[bucket_of(c, d, exec)]; e != NULL; e = e->hnext)
+	for (wrk_centry_t *e = c->buckets[bucket_of(c, d, exec)]; e != NULL; e = e->hnext)
 		if (e->exec == exec && reap_digest_eq(&e->d, d))
 			return e;
 	return NULL;
 }
 
-static int index_add(wrk_cache_t *c, centry_t *e)
+int wrk_cache_index_add(wrk_cache_t *c, wrk_centry_t *e)
 {
 	if (c->n + 1 > c->nbuckets) {
 		size_t nb = c->nbuckets * 2;
-		centry_t **b = calloc(nb, sizeof(*b));
+		wrk_centry_t **b = calloc(nb, sizeof(*b));
 		if (b == NULL)
 			return REAP_E_NOMEM;
 		for (size_t i = 0; i < c->nbuckets; i++) {
-			centry_t *x = c->buckets[i], *next;
+			wrk_centry_t *x = c->buckets[i], *next;
 			for (; x != NULL; x = next) {
 				next = x->hnext;
 				uint64_t h;
@@ -173,9 +142,9 @@ static int index_add(wrk_cache_t *c, centry_t *e)
 	return REAP_OK;
 }
 
-static void index_remove(wrk_cache_t *c, centry_t *e)
+static void index_remove(wrk_cache_t *c, wrk_centry_t *e)
 {
-	for (centry_t **pp = &c->buckets[bucket_of(c, &e->d, e->exec)]; *pp != NULL;
+	for (wrk_centry_t **pp = &c->buckets[bucket_of(c, &e->d, e->exec)]; *pp != NULL;
 	     pp = &(*pp)->hnext) {
 		if (*pp == e) {
 			*pp = e->hnext;
@@ -185,7 +154,7 @@ static void index_remove(wrk_cache_t *c, centry_t *e)
 	}
 }
 
-static void lru_unlink(wrk_cache_t *c, centry_t *e)
+static void lru_unlink(wrk_cache_t *c, wrk_centry_t *e)
 {
 	if (!e->in_lru)
 		return;
@@ -196,7 +165,7 @@ static void lru_unlink(wrk_cache_t *c, centry_t *e)
 }
 
 /* Put e at the most recent end (adding it if needed). */
-static void lru_front(wrk_cache_t *c, centry_t *e)
+void wrk_cache_lru_front(wrk_cache_t *c, wrk_centry_t *e)
 {
 	lru_unlink(c, e);
 	e->next = c->lru.next;
@@ -207,7 +176,7 @@ static void lru_front(wrk_cache_t *c, centry_t *e)
 	c->used += (uint64_t)e->d.size;
 }
 
-static void entry_free(centry_t *e)
+void wrk_cache_entry_free(wrk_centry_t *e)
 {
 	free(e->msg);
 	free(e);
@@ -218,7 +187,7 @@ static void entry_free(centry_t *e)
  * pointing at it free it; otherwise it is freed now. Never for a busy entry
  * owned by another thread.
  */
-static void entry_drop(wrk_cache_t *c, centry_t *e)
+static void entry_drop(wrk_cache_t *c, wrk_centry_t *e)
 {
 	char rel[REL_LEN];
 
@@ -229,23 +198,23 @@ static void entry_drop(wrk_cache_t *c, centry_t *e)
 	}
 	lru_unlink(c, e);
 	index_remove(c, e);
-	e->state = CE_GONE;
+	e->state = WRK_CE_GONE;
 	pthread_cond_broadcast(&c->cv);
 	if (e->refs == 0)
-		entry_free(e);
+		wrk_cache_entry_free(e);
 }
 
 /* Unlink least recently used entries until within capacity; staged files are kept. */
-static void evict(wrk_cache_t *c)
+void wrk_cache_evict(wrk_cache_t *c)
 {
-	centry_t *e = c->lru.prev, *prev;
+	wrk_centry_t *e = c->lru.prev, *prev;
 
 	for (; c->capacity != 0 && c->used > c->capacity && e != &c->lru; e = prev) {
 		char rel[REL_LEN];
 		struct stat st;
 
 		prev = e->prev;
-		if (e->state != CE_READY)
+		if (e->state != WRK_CE_READY)
 			continue;
 		rel_name(&e->d, e->exec, rel);
 		if (fstatat(c->dirfd, rel, &st, AT_SYMLINK_NOFOLLOW) == 0 && st.st_nlink > 1)
@@ -284,7 +253,7 @@ static int fetch(wrk_cache_t *c, wrk_cas_t *cas, const reap_digest_t *d, bool ex
 	}
 	if ((err = wrk_cas_download(cas, d, fd, eb)) != REAP_OK)
 		goto out;
-	if (fchmod(fd, file_mode(exec)) != 0 || fsync(fd) != 0) {
+	if (fchmod(fd, wrk_cache_file_mode(exec)) != 0 || fsync(fd) != 0) {
 		err = reap_errf(eb, io_err(errno), "cache: %s: %s", tmp, strerror(errno));
 		goto out;
 	}
@@ -299,7 +268,7 @@ static int fetch(wrk_cache_t *c, wrk_cas_t *cas, const reap_digest_t *d, bool ex
 		err = reap_errf(eb, REAP_E_IO, "cache: stat %s: %s", rel, strerror(errno));
 		goto out;
 	}
-	*ctime = ctime_ns(&st);
+	*ctime = wrk_ctime_ns(&st);
 out:
 	if (fd >= 0)
 		close(fd);
@@ -353,11 +322,11 @@ static bool verify(wrk_cache_t *c, const reap_digest_t *d, bool exec, int64_t *c
 	rel_name(d, exec, rel);
 	fd = openat(c->dirfd, rel, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0 || fstat(fd, &before) != 0 || !S_ISREG(before.st_mode) ||
-	    (before.st_mode & 07777) != file_mode(exec) || before.st_size != d->size)
+	    (before.st_mode & 07777) != wrk_cache_file_mode(exec) || before.st_size != d->size)
 		goto out;
-	if (!fd_is(fd, d) || fstat(fd, &after) != 0 || ctime_ns(&after) != ctime_ns(&before))
+	if (!fd_is(fd, d) || fstat(fd, &after) != 0 || wrk_ctime_ns(&after) != wrk_ctime_ns(&before))
 		goto out;
-	*ctime = ctime_ns(&before);
+	*ctime = wrk_ctime_ns(&before);
 	ok = true;
 out:
 	if (fd >= 0)
@@ -433,7 +402,7 @@ static int copy_out(int src, const char *path, mode_t mode, int64_t *ctime, reap
 		err = reap_errf(eb, REAP_E_IO, "%s: %s", path, strerror(errno));
 		goto out;
 	}
-	*ctime = ctime_ns(&st);
+	*ctime = wrk_ctime_ns(&st);
 out:
 	free(buf);
 	close(fd);
@@ -452,10 +421,10 @@ static int make_empty(const char *path, bool exec, int64_t *ctime, reap_errbuf_t
 	if (fd < 0)
 		return reap_errf(eb, errno == EEXIST ? REAP_E_EXISTS : io_err(errno), "%s: %s", path,
 				 strerror(errno));
-	if (fchmod(fd, file_mode(exec)) != 0 || fstat(fd, &st) != 0)
+	if (fchmod(fd, wrk_cache_file_mode(exec)) != 0 || fstat(fd, &st) != 0)
 		err = reap_errf(eb, REAP_E_IO, "%s: %s", path, strerror(errno));
 	else
-		*ctime = ctime_ns(&st);
+		*ctime = wrk_ctime_ns(&st);
 	close(fd);
 	if (err != REAP_OK)
 		unlink(path);
@@ -471,7 +440,7 @@ int wrk_cache_link(wrk_cache_t *cache, wrk_cas_t *cas, const reap_digest_t *d, b
 	int64_t ct = 0;
 	int err, src, attempt = 0;
 	bool shared;
-	centry_t *e;
+	wrk_centry_t *e;
 
 	*ctime_out = 0;
 	if (reap_digest_is_empty(d))
@@ -485,7 +454,7 @@ again:
 	for (;;) {
 		struct stat st;
 
-		e = index_find(cache, d, executable);
+		e = wrk_cache_index_find(cache, d, executable);
 		if (e == NULL) {
 			/* First to need it: download outside the lock, others wait. */
 			if ((e = calloc(1, sizeof(*e))) == NULL) {
@@ -494,61 +463,61 @@ again:
 			}
 			e->d = *d;
 			e->exec = executable;
-			e->state = CE_BUSY;
-			if ((err = index_add(cache, e)) != REAP_OK) {
-				entry_free(e);
+			e->state = WRK_CE_BUSY;
+			if ((err = wrk_cache_index_add(cache, e)) != REAP_OK) {
+				wrk_cache_entry_free(e);
 				break;
 			}
 			pthread_mutex_unlock(&cache->mu);
 			err = fetch(cache, cas, d, executable, &ct, eb);
 			pthread_mutex_lock(&cache->mu);
 			if (err != REAP_OK) {
-				e->state = CE_FAILED;
+				e->state = WRK_CE_FAILED;
 				e->err = err;
 				e->msg = eb != NULL ? strdup(eb->msg) : NULL;
 				index_remove(cache, e);
 				pthread_cond_broadcast(&cache->cv);
 				if (e->refs == 0)
-					entry_free(e);
+					wrk_cache_entry_free(e);
 				break;
 			}
 			e->known_ctime = ct;
-			e->state = CE_READY;
-			lru_front(cache, e);
+			e->state = WRK_CE_READY;
+			wrk_cache_lru_front(cache, e);
 			pthread_cond_broadcast(&cache->cv);
 			continue;
 		}
-		if (e->state == CE_BUSY) {
+		if (e->state == WRK_CE_BUSY) {
 			e->refs++;
-			while (e->state == CE_BUSY)
+			while (e->state == WRK_CE_BUSY)
 				pthread_cond_wait(&cache->cv, &cache->mu);
 			e->refs--;
-			ce_state_t s = e->state;
-			if (s == CE_FAILED) {
+			wrk_ce_state_t s = e->state;
+			if (s == WRK_CE_FAILED) {
 				err = e->err;
 				if (e->msg != NULL)
 					reap_errf(eb, err, "%s", e->msg);
 			}
-			if (s != CE_READY && e->refs == 0)
-				entry_free(e);
-			if (s == CE_FAILED)
+			if (s != WRK_CE_READY && e->refs == 0)
+				wrk_cache_entry_free(e);
+			if (s == WRK_CE_FAILED)
 				break;
 			continue; /* look again: ready, or gone and to be fetched anew */
 		}
 		/* Ready: is the file still what we put there? */
 		if (fstatat(cache->dirfd, rel, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode) ||
-		    (st.st_mode & 07777) != file_mode(executable) || st.st_size != d->size) {
+		    (st.st_mode & 07777) != wrk_cache_file_mode(executable) || st.st_size != d->size) {
 			REAP_WARN("cache_entry_tampered", "file=%s", rel);
 			entry_drop(cache, e);
 			continue;
 		}
-		if (ctime_ns(&st) != e->known_ctime) {
+		if (wrk_ctime_ns(&st) != e->known_ctime) {
 			bool ok;
-			e->state = CE_BUSY;
+			e->state = WRK_CE_BUSY;
 			pthread_mutex_unlock(&cache->mu);
 			ok = verify(cache, d, executable, &ct);
 			pthread_mutex_lock(&cache->mu);
-			e->state = CE_READY;
+			e->state = WRK_CE_READY;
 			if (!ok) {
 				REAP_WARN("cache_entry_tampered", "file=%s", rel);
 				entry_drop(cache, e);
@@ -558,7 +527,7 @@ again:
 			pthread_cond_broadcast(&cache->cv);
 			continue;
 		}
-		lru_front(cache, e);
+		wrk_cache_lru_front(cache, e);
 		if (st.st_nlink > 1) {
 			/*
 			 * Another running action has this inode staged. Never share
@@ -574,7 +543,7 @@ again:
 		if (linkat(cache->dirfd, rel, AT_FDCWD, path, 0) == 0) {
 			/* our own link bumped the ctime: that is the value to expect now */
 			if (fstatat(cache->dirfd, rel, &st, AT_SYMLINK_NOFOLLOW) == 0)
-				e->known_ctime = *ctime_out = ctime_ns(&st);
+				e->known_ctime = *ctime_out = wrk_ctime_ns(&st);
 			else
 				err = reap_errf(eb, REAP_E_IO, "cache: stat %s: %s", rel, strerror(errno));
 			break;
@@ -590,10 +559,10 @@ again:
 		break;
 	}
 	if (err == REAP_OK)
-		evict(cache);
+		wrk_cache_evict(cache);
 	pthread_mutex_unlock(&cache->mu);
 	if (src >= 0) {
-		err = copy_out(src, path, file_mode(executable), ctime_out, eb);
+		err = copy_out(src, path, wrk_cache_file_mode(executable), ctime_out, eb);
 		close(src);
 		if (err == REAP_OK && shared && !file_is(path, d)) {
 			/* The source was being rewritten by the action holding it. */
@@ -612,244 +581,23 @@ again:
 
 void wrk_cache_forget(wrk_cache_t *cache, const reap_digest_t *d, bool executable)
 {
-	centry_t *e;
+	wrk_centry_t *e;
 
 	pthread_mutex_lock(&cache->mu);
-	e = index_find(cache, d, executable);
-	if (e != NULL && e->state == CE_READY) /* a busy one is being fetched or checked anew */
+	e = wrk_cache_index_find(cache, d, executable);
+	if (e != NULL && e->state == WRK_CE_READY) /* a busy one is being fetched or checked anew */
 		entry_drop(cache, e);
 	pthread_mutex_unlock(&cache->mu);
 }
 
 bool wrk_cache_has(wrk_cache_t *cache, const reap_digest_t *d, bool executable)
 {
-	centry_t *e;
+	wrk_centry_t *e;
 	bool has;
 
 	pthread_mutex_lock(&cache->mu);
-	e = index_find(cache, d, executable);
-	has = e != NULL && e->state == CE_READY;
+	e = wrk_cache_index_find(cache, d, executable);
+	has = e != NULL && e->state == WRK_CE_READY;
 	pthread_mutex_unlock(&cache->mu);
 	return has;
-}
-
-/* ---- open: rebuild the index from the folder ---- */
-
-/* Remove everything in tmp/ (interrupted downloads). */
-static int clear_tmp(wrk_cache_t *c, reap_errbuf_t *eb)
-{
-	int fd;
-	DIR *dir;
-	struct dirent *de;
-
-	if (mkdirat(c->dirfd, "tmp", 0700) != 0 && errno != EEXIST)
-		return reap_errf(eb, REAP_E_IO, "cache: mkdir %s/tmp: %s", c->dir, strerror(errno));
-	fd = openat(c->dirfd, "tmp", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0 || (dir = fdopendir(fd)) == NULL) {
-		int e = errno;
-		if (fd >= 0)
-			close(fd);
-		return reap_errf(eb, REAP_E_IO, "cache: %s/tmp: %s", c->dir, strerror(e));
-	}
-	while ((de = readdir(dir)) != NULL) {
-		if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
-			(void)unlinkat(dirfd(dir), de->d_name, 0);
-	}
-	closedir(dir);
-	return REAP_OK;
-}
-
-typedef struct found {
-	centry_t *e;
-	int64_t ctime;
-} found_t;
-
-static int found_cmp(const void *a, const void *b)
-{
-	int64_t x = ((const found_t *)a)->ctime, y = ((const found_t *)b)->ctime;
-	return x < y ? -1 : x > y;
-}
-
-static bool is_hex2(const char *s)
-{
-	return strlen(s) == 2 && strspn(s, "0123456789abcdef") == 2;
-}
-
-/* Index one <2hex> folder's files into *found; malformed names are removed. */
-static int scan_sub(wrk_cache_t *c, const char *sub, found_t **found, size_t *n, size_t *cap)
-{
-	int fd = openat(c->dirfd, sub, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	struct dirent *de;
-	DIR *dir;
-	int err = REAP_OK;
-
-	if (fd < 0 || (dir = fdopendir(fd)) == NULL) {
-		if (fd >= 0)
-			close(fd);
-		return REAP_OK; /* not a folder of ours */
-	}
-	while ((de = readdir(dir)) != NULL) {
-		reap_digest_t d;
-		struct stat st;
-		bool exec;
-		centry_t *e;
-
-		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-			continue;
-		if (fstatat(dirfd(dir), de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0)
-			continue;
-		if (S_ISDIR(st.st_mode)) {
-			REAP_WARN("cache_unexpected_folder", "path=\"%s/%s/%s\"", c->dir, sub, de->d_name);
-			continue;
-		}
-		if (!parse_name(de->d_name, &d, &exec) || strncmp(de->d_name, sub, 2) != 0 ||
-		    !S_ISREG(st.st_mode) || st.st_size != d.size ||
-		    (st.st_mode & 07777) != file_mode(exec) || reap_digest_is_empty(&d) ||
-		    index_find(c, &d, exec) != NULL) {
-			(void)unlinkat(dirfd(dir), de->d_name, 0);
-			continue;
-		}
-		if (*n == *cap) {
-			size_t ncap = *cap ? *cap * 2 : 256;
-			found_t *nf = realloc(*found, ncap * sizeof(*nf));
-			if (nf == NULL) {
-				err = REAP_E_NOMEM;
-				break;
-			}
-			*found = nf;
-			*cap = ncap;
-		}
-		if ((e = calloc(1, sizeof(*e))) == NULL) {
-			err = REAP_E_NOMEM;
-			break;
-		}
-		e->d = d;
-		e->exec = exec;
-		e->state = CE_READY;
-		e->known_ctime = -1; /* not verified since the last run: check before first use */
-		if ((err = index_add(c, e)) != REAP_OK) {
-			entry_free(e);
-			break;
-		}
-		(*found)[(*n)++] = (found_t){.e = e, .ctime = ctime_ns(&st)};
-	}
-	closedir(dir);
-	return err;
-}
-
-static int scan(wrk_cache_t *c, reap_errbuf_t *eb)
-{
-	found_t *found = NULL;
-	size_t n = 0, cap = 0;
-	struct dirent *de;
-	DIR *dir;
-	int fd = dup(c->dirfd), err = REAP_OK;
-
-	if (fd < 0 || (dir = fdopendir(fd)) == NULL) {
-		if (fd >= 0)
-			close(fd);
-		return reap_errf(eb, REAP_E_IO, "cache: %s: %s", c->dir, strerror(errno));
-	}
-	rewinddir(dir);
-	while (err == REAP_OK && (de = readdir(dir)) != NULL) {
-		if (is_hex2(de->d_name))
-			err = scan_sub(c, de->d_name, &found, &n, &cap);
-		else if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0 &&
-			 strcmp(de->d_name, "tmp") != 0)
-			REAP_WARN("cache_unexpected_entry", "path=\"%s/%s\"", c->dir, de->d_name);
-	}
-	closedir(dir);
-	/* oldest ctime = least recently used: insert in that order, each at the front */
-	if (n > 0)
-		qsort(found, n, sizeof(*found), found_cmp);
-	for (size_t i = 0; i < n; i++)
-		lru_front(c, found[i].e);
-	free(found);
-	if (err != REAP_OK)
-		return reap_errf(eb, err, "cache: scanning %s: %s", c->dir, reap_strerror(err));
-	return REAP_OK;
-}
-
-/* mkdir -p for the cache folder itself. */
-static int make_dirs(const char *dir, reap_errbuf_t *eb)
-{
-	char *p = strdup(dir);
-	int err = REAP_OK;
-
-	if (p == NULL)
-		return REAP_E_NOMEM;
-	for (char *s = p + 1;; s++) {
-		if (*s != '/' && *s != '\0')
-			continue;
-		char saved = *s;
-		*s = '\0';
-		if (mkdir(p, 0700) != 0 && errno != EEXIST) {
-			err = reap_errf(eb, REAP_E_IO, "cache: mkdir %s: %s", p, strerror(errno));
-			break;
-		}
-		*s = saved;
-		if (saved == '\0')
-			break;
-	}
-	free(p);
-	return err;
-}
-
-wrk_cache_t *wrk_cache_open(const char *dir, uint64_t capacity, reap_errbuf_t *eb)
-{
-	wrk_cache_t *c = NULL;
-
-	if (dir == NULL || dir[0] == '\0') {
-		reap_errf(eb, REAP_E_INVALID, "cache: no folder given");
-		return NULL;
-	}
-	if (make_dirs(dir, eb) != REAP_OK)
-		return NULL;
-	if ((c = calloc(1, sizeof(*c))) == NULL)
-		goto nomem;
-	c->dirfd = -1;
-	c->capacity = capacity;
-	c->lru.next = c->lru.prev = &c->lru;
-	c->nbuckets = 1024;
-	pthread_mutex_init(&c->mu, NULL);
-	pthread_cond_init(&c->cv, NULL);
-	if ((c->buckets = calloc(c->nbuckets, sizeof(*c->buckets))) == NULL ||
-	    (c->dir = realpath(dir, NULL)) == NULL)
-		goto nomem;
-	c->dirfd = open(c->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (c->dirfd < 0) {
-		reap_errf(eb, REAP_E_IO, "cache: %s: %s", c->dir, strerror(errno));
-		goto fail;
-	}
-	if (clear_tmp(c, eb) != REAP_OK || scan(c, eb) != REAP_OK)
-		goto fail;
-	evict(c);
-	REAP_INFO("cache_open", "dir=\"%s\" files=%zu bytes=%llu capacity=%llu", c->dir, c->n,
-		  (unsigned long long)c->used, (unsigned long long)capacity);
-	return c;
-nomem:
-	reap_errf(eb, REAP_E_NOMEM, "cache: out of memory");
-fail:
-	wrk_cache_close(c);
-	return NULL;
-}
-
-void wrk_cache_close(wrk_cache_t *cache)
-{
-	if (cache == NULL)
-		return;
-	for (size_t i = 0; cache->buckets != NULL && i < cache->nbuckets; i++) {
-		centry_t *e = cache->buckets[i], *next;
-		for (; e != NULL; e = next) {
-			next = e->hnext;
-			entry_free(e);
-		}
-	}
-	free(cache->buckets);
-	if (cache->dirfd >= 0)
-		close(cache->dirfd);
-	free(cache->dir);
-	pthread_cond_destroy(&cache->cv);
-	pthread_mutex_destroy(&cache->mu);
-	free(cache);
 }

@@ -1,7 +1,8 @@
 /*
  * cas_client.c - the worker's CAS client: blobs over plain REAPI on a
  * borrowed rpc channel (BatchReadBlobs, ByteStream Read and Write,
- * FindMissingBlobs, BatchUpdateBlobs, GetTree).
+ * FindMissingBlobs, BatchUpdateBlobs, GetTree). The uploads (ByteStream
+ * Write, BatchUpdateBlobs) live in cas_upload.c.
  *
  * The server is not trusted to return the right bytes: every blob read is
  * hashed as it arrives and refused (REAP_E_DATA_LOSS) unless it matches the
@@ -27,33 +28,23 @@
 #include "google/bytestream/bytestream.pb-c.h"
 #include "worker/worker_int.h"
 
-#define CAS_SVC "/build.bazel.remote.execution.v2.ContentAddressableStorage/"
-#define BS_SVC "/google.bytestream.ByteStream/"
-#define CHUNK ((size_t)1 << 20)             /* ByteStream message size and file read size */
 #define FIND_BATCH 10000                    /* digests per FindMissingBlobs */
 #define DEFAULT_MAX_BATCH ((size_t)1 << 20) /* when Capabilities gave none */
 #define BASE_TIMEOUT_MS 60000
 #define TREE_TIMEOUT_MS 120000 /* one GetTree page */
 #define MAX_TREE_PAGES 10000
 
-struct wrk_cas {
-	rpc_channel_t *ch;
-	char *instance;
-	size_t max_batch;
-	atomic_uint_least64_t downloads; /* wrk_cas_download calls that reached the server */
-};
-
 /* ---- small helpers ---- */
 
 /* Deadline for moving bytes: 60 s plus 1 s per MiB (so >= 1 MiB/s). */
-static int timeout_for(int64_t bytes)
+int wrk_cas_timeout_for(int64_t bytes)
 {
 	int64_t ms = BASE_TIMEOUT_MS + (bytes > 0 ? bytes / (1 << 20) * 1000 : 0);
 	return ms > INT_MAX ? INT_MAX : (int)ms;
 }
 
 /* Turn a finished call into a reap error (rc: the rpc layer's own result). */
-static int call_err(int rc, const rpc_status_t *st, const char *what, reap_errbuf_t *eb)
+int wrk_cas_call_err(int rc, const rpc_status_t *st, const char *what, reap_errbuf_t *eb)
 {
 	if (rc != REAP_OK)
 		return reap_errf(eb, rc == REAP_E_INVALID ? REAP_E_INTERNAL : rc, "%s: %s", what,
@@ -106,7 +97,7 @@ void wrk_blob_name(const reap_digest_t *d, char out[WRK_BLOB_NAME_LEN])
 }
 
 /* A ByteStream resource name for d (read, or a fresh upload). NULL on allocation failure. */
-static char *resource_name(const wrk_cas_t *c, const reap_digest_t *d, bool upload)
+char *wrk_cas_resource_name(const wrk_cas_t *c, const reap_digest_t *d, bool upload)
 {
 	char hex[REAP_HASH_HEX_LEN + 1], id[37], *name = NULL;
 	const char *sep = c->instance[0] != '\0' ? "/" : "";
@@ -216,13 +207,13 @@ static int bs_read(wrk_cas_t *c, const reap_digest_t *d, sink_fn sink, void *ctx
 	reap_digest_t got;
 	int64_t n = 0;
 	int err = REAP_OK, r = 0;
-	char *name = resource_name(c, d, false);
+	char *name = wrk_cas_resource_name(c, d, false);
 
 	if (name == NULL || reap_hasher_init(&h) != REAP_OK) {
 		err = REAP_E_NOMEM;
 		goto out;
 	}
-	s = rpc_stream_open(c->ch, BS_SVC "Read", timeout_for(d->size));
+	s = rpc_stream_open(c->ch, WRK_BS_SVC "Read", wrk_cas_timeout_for(d->size));
 	if (s == NULL) {
 		err = reap_errf(eb, REAP_E_UNAVAILABLE, "ByteStream Read: could not start the call");
 		goto out;
@@ -251,7 +242,7 @@ static int bs_read(wrk_cas_t *c, const reap_digest_t *d, sink_fn sink, void *ctx
 		s = NULL;
 		goto out;
 	}
-	err = call_err(rpc_stream_finish(s, &st), &st, "ByteStream Read", eb);
+	err = wrk_cas_call_err(rpc_stream_finish(s, &st), &st, "ByteStream Read", eb);
 	s = NULL;
 	if (err == REAP_OK && r < 0)
 		err = reap_errf(eb, REAP_E_DATA_LOSS, "ByteStream Read: broken or malformed response");
@@ -287,10 +278,10 @@ static int batch_read(wrk_cas_t *c, const reap_digest_t *d, void **data, size_t 
 	req.instance_name = c->instance;
 	req.n_digests = 1;
 	req.digests = &pdp;
-	err = rpc_unary(c->ch, CAS_SVC "BatchReadBlobs", &req.base,
+	err = rpc_unary(c->ch, WRK_CAS_SVC "BatchReadBlobs", &req.base,
 			&WRK_RE_FN(batch_read_blobs_response__descriptor), (ProtobufCMessage **)&resp,
-			&st, timeout_for(d->size));
-	err = call_err(err, &st, "BatchReadBlobs", eb);
+			&st, wrk_cas_timeout_for(d->size));
+	err = wrk_cas_call_err(err, &st, "BatchReadBlobs", eb);
 	if (err != REAP_OK)
 		goto out;
 	const WRK_RE(BatchReadBlobsResponse__Response) *r = NULL;
@@ -411,10 +402,10 @@ int wrk_cas_find(wrk_cas_t *c, const reap_digest_t *ds, size_t n, bool *present,
 		req.instance_name = c->instance;
 		req.n_blob_digests = k;
 		req.blob_digests = pps;
-		err = rpc_unary(c->ch, CAS_SVC "FindMissingBlobs", &req.base,
+		err = rpc_unary(c->ch, WRK_CAS_SVC "FindMissingBlobs", &req.base,
 				&WRK_RE_FN(find_missing_blobs_response__descriptor),
 				(ProtobufCMessage **)&resp, &st, BASE_TIMEOUT_MS);
-		err = call_err(err, &st, "FindMissingBlobs", eb);
+		err = wrk_cas_call_err(err, &st, "FindMissingBlobs", eb);
 		rpc_status_destroy(&st);
 		if (err != REAP_OK)
 			goto out;
@@ -444,294 +435,6 @@ out:
 	return err;
 }
 
-/* ---- writing ---- */
-
-/* Where upload bytes come from: exactly n bytes at offset off into buf. */
-typedef int (*source_fn)(void *ctx, int64_t off, void *buf, size_t n, reap_errbuf_t *eb);
-
-static int mem_source(void *ctx, int64_t off, void *buf, size_t n, reap_errbuf_t *eb)
-{
-	memcpy(buf, (const uint8_t *)ctx + off, n);
-	return REAP_OK;
-}
-
-/* Read exactly n bytes at off (pread, so the fd's offset is untouched). */
-static int pread_full(int fd, int64_t off, void *buf, size_t n, size_t *got, reap_errbuf_t *eb)
-{
-	size_t done = 0;
-	while (done < n) {
-		ssize_t r = pread(fd, (uint8_t *)buf + done, n - done, (off_t)(off + (int64_t)done));
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0)
-			return reap_errf(eb, REAP_E_IO, "read: %s", strerror(errno));
-		if (r == 0)
-			break;
-		done += (size_t)r;
-	}
-	*got = done;
-	return REAP_OK;
-}
-
-static int fd_source(void *ctx, int64_t off, void *buf, size_t n, reap_errbuf_t *eb)
-{
-	size_t got;
-	int err = pread_full(*(const int *)ctx, off, buf, n, &got, eb);
-	if (err == REAP_OK && got != n)
-		err = reap_errf(eb, REAP_E_IO, "the file shrank while it was uploaded");
-	return err;
-}
-
-/* ByteStream Write of d from source, 1 MiB per message. */
-static int bs_write(wrk_cas_t *c, const reap_digest_t *d, source_fn source, void *ctx,
-		    reap_errbuf_t *eb)
-{
-	Google__Bytestream__WriteResponse *wr = NULL;
-	rpc_status_t st = {0};
-	rpc_stream_t *s = NULL;
-	int64_t off = 0, committed = -1;
-	uint8_t *buf = malloc(CHUNK);
-	char *name = resource_name(c, d, true);
-	int err = REAP_OK;
-
-	if (buf == NULL || name == NULL) {
-		err = REAP_E_NOMEM;
-		goto out;
-	}
-	s = rpc_stream_open(c->ch, BS_SVC "Write", timeout_for(d->size));
-	if (s == NULL) {
-		err = reap_errf(eb, REAP_E_UNAVAILABLE, "ByteStream Write: could not start the call");
-		goto out;
-	}
-	do {
-		Google__Bytestream__WriteRequest w = GOOGLE__BYTESTREAM__WRITE_REQUEST__INIT;
-		size_t n = d->size - off < (int64_t)CHUNK ? (size_t)(d->size - off) : CHUNK;
-
-		if ((err = source(ctx, off, buf, n, eb)) != REAP_OK) {
-			rpc_stream_cancel(s);
-			s = NULL;
-			goto out;
-		}
-		w.resource_name = off == 0 ? name : (char *)"";
-		w.write_offset = off;
-		w.data.data = buf;
-		w.data.len = n;
-		w.finish_write = off + (int64_t)n == d->size;
-		if (rpc_stream_send(s, &w.base) != REAP_OK)
-			break; /* the server ended the call: already stored, or an error */
-		off += (int64_t)n;
-	} while (off < d->size);
-	if (rpc_stream_recv(s, &google__bytestream__write_response__descriptor,
-			    (ProtobufCMessage **)&wr) == 1)
-		committed = wr->committed_size;
-	err = call_err(rpc_stream_finish(s, &st), &st, "ByteStream Write", eb);
-	s = NULL;
-	if (err == REAP_OK && committed != d->size)
-		err = reap_errf(eb, REAP_E_DATA_LOSS, "ByteStream Write: server committed %lld of %lld bytes",
-				(long long)committed, (long long)d->size);
-out:
-	if (wr != NULL)
-		protobuf_c_message_free_unpacked(&wr->base, NULL);
-	rpc_status_destroy(&st);
-	free(buf);
-	free(name);
-	return err;
-}
-
-/* BatchUpdateBlobs of k blobs (their total within max_batch). */
-static int batch_update(wrk_cas_t *c, const wrk_blob_t *const *blobs, size_t k, reap_errbuf_t *eb)
-{
-	WRK_RE(BatchUpdateBlobsRequest) req = WRK_RE_INIT(BATCH_UPDATE_BLOBS_REQUEST);
-	WRK_RE(BatchUpdateBlobsResponse) *resp = NULL;
-	WRK_RE(BatchUpdateBlobsRequest__Request) *rs = calloc(k, sizeof(*rs));
-	WRK_RE(BatchUpdateBlobsRequest__Request) **rps = calloc(k, sizeof(*rps));
-	WRK_RE(Digest) *pds = calloc(k, sizeof(*pds));
-	char(*hex)[REAP_HASH_HEX_LEN + 1] = calloc(k, sizeof(*hex));
-	rpc_status_t st = {0};
-	int64_t total = 0;
-	int err;
-
-	if (rs == NULL || rps == NULL || pds == NULL || hex == NULL) {
-		err = REAP_E_NOMEM;
-		goto out;
-	}
-	for (size_t i = 0; i < k; i++) {
-		WRK_RE_FN(batch_update_blobs_request__request__init)(&rs[i]);
-		WRK_RE_FN(digest__init)(&pds[i]);
-		reap_digest_hex(&blobs[i]->digest, hex[i]);
-		pds[i].hash = hex[i];
-		pds[i].size_bytes = blobs[i]->digest.size;
-		rs[i].digest = &pds[i];
-		rs[i].data.data = (uint8_t *)blobs[i]->data;
-		rs[i].data.len = blobs[i]->len;
-		rps[i] = &rs[i];
-		total += (int64_t)blobs[i]->len;
-	}
-	req.instance_name = c->instance;
-	req.n_requests = k;
-	req.requests = rps;
-	err = rpc_unary(c->ch, CAS_SVC "BatchUpdateBlobs", &req.base,
-			&WRK_RE_FN(batch_update_blobs_response__descriptor), (ProtobufCMessage **)&resp,
-			&st, timeout_for(total));
-	err = call_err(err, &st, "BatchUpdateBlobs", eb);
-	if (err != REAP_OK)
-		goto out;
-	if (resp->n_responses != k) {
-		err = reap_errf(eb, REAP_E_INTERNAL, "BatchUpdateBlobs: %zu answers for %zu blobs",
-				resp->n_responses, k);
-		goto out;
-	}
-	for (size_t i = 0; i < resp->n_responses; i++) {
-		const Google__Rpc__Status *rst = resp->responses[i]->status;
-		if (rst == NULL || rst->code == 0)
-			continue;
-		err = rpc_err_from_code(rst->code);
-		err = reap_errf(eb, err, "BatchUpdateBlobs: %s", rst->message != NULL && rst->message[0]
-									 ? rst->message
-									 : reap_strerror(err));
-		goto out;
-	}
-out:
-	if (resp != NULL)
-		protobuf_c_message_free_unpacked(&resp->base, NULL);
-	rpc_status_destroy(&st);
-	free(rs);
-	free(rps);
-	free(pds);
-	free(hex);
-	return err;
-}
-
-int wrk_cas_put_many(wrk_cas_t *c, const wrk_blob_t *blobs, size_t n, reap_errbuf_t *eb)
-{
-	reap_digest_t *ds = NULL;
-	bool *present = NULL;
-	const wrk_blob_t **group = NULL;
-	wrk_dmap_t queued = {0};
-	size_t ng = 0, bytes = 0;
-	int err = REAP_OK;
-
-	if (n == 0)
-		return REAP_OK;
-	ds = malloc(n * sizeof(*ds));
-	present = malloc(n * sizeof(*present));
-	group = malloc(n * sizeof(*group));
-	if (ds == NULL || present == NULL || group == NULL) {
-		err = REAP_E_NOMEM;
-		goto out;
-	}
-	for (size_t i = 0; i < n; i++)
-		ds[i] = blobs[i].digest;
-	if ((err = wrk_cas_find(c, ds, n, present, eb)) != REAP_OK)
-		goto out;
-	for (size_t i = 0; i < n; i++) {
-		wrk_dmap_slot_t *slot;
-		bool added;
-		if (present[i] || reap_digest_is_empty(&blobs[i].digest))
-			continue;
-		if ((err = wrk_dmap_put(&queued, &blobs[i].digest, &slot, &added)) != REAP_OK)
-			goto out;
-		if (!added)
-			continue; /* the same blob twice in one call */
-		if (blobs[i].len > c->max_batch) {
-			err = bs_write(c, &blobs[i].digest, mem_source, (void *)blobs[i].data, eb);
-			if (err != REAP_OK)
-				goto out;
-			continue;
-		}
-		if (bytes + blobs[i].len > c->max_batch) {
-			if ((err = batch_update(c, group, ng, eb)) != REAP_OK)
-				goto out;
-			ng = 0;
-			bytes = 0;
-		}
-		group[ng++] = &blobs[i];
-		bytes += blobs[i].len;
-	}
-	if (ng > 0)
-		err = batch_update(c, group, ng, eb);
-out:
-	wrk_dmap_destroy(&queued);
-	free(ds);
-	free(present);
-	free(group);
-	return err;
-}
-
-int wrk_cas_put(wrk_cas_t *c, const void *data, size_t len, reap_digest_t *out,
-		reap_errbuf_t *eb)
-{
-	wrk_blob_t b = {.data = data, .len = len};
-
-	if (reap_digest_of(data, len, &b.digest) != REAP_OK)
-		return REAP_E_NOMEM;
-	if (out != NULL)
-		*out = b.digest;
-	return wrk_cas_put_many(c, &b, 1, eb);
-}
-
-/*
- * Files: one pass hashes the file, keeping its bytes while they fit in a
- * batch; a small file then goes up from memory, a large one is streamed
- * again from the fd (the server verifies it, so a file that changed in
- * between is refused rather than stored under the wrong digest).
- */
-int wrk_cas_put_file(wrk_cas_t *c, int fd, reap_digest_t *out, reap_errbuf_t *eb)
-{
-	reap_hasher_t h = {0};
-	reap_digest_t d;
-	uint8_t *keep = NULL, *chunk = NULL;
-	size_t kept = 0;
-	bool small = true, present = false;
-	int64_t off = 0;
-	int err;
-
-	if (reap_hasher_init(&h) != REAP_OK || (chunk = malloc(CHUNK)) == NULL) {
-		err = REAP_E_NOMEM;
-		goto out;
-	}
-	for (;;) {
-		size_t got;
-		if ((err = pread_full(fd, off, chunk, CHUNK, &got, eb)) != REAP_OK)
-			goto out;
-		if (got == 0)
-			break;
-		reap_hasher_update(&h, chunk, got);
-		off += (int64_t)got;
-		if (small && kept + got <= c->max_batch) {
-			uint8_t *nk = realloc(keep, kept + got);
-			if (nk == NULL) {
-				err = REAP_E_NOMEM;
-				goto out;
-			}
-			keep = nk;
-			memcpy(keep + kept, chunk, got);
-			kept += got;
-		} else if (small) {
-			small = false;
-			free(keep);
-			keep = NULL;
-			kept = 0;
-		}
-	}
-	reap_hasher_final(&h, &d);
-	if (out != NULL)
-		*out = d;
-	if (small) {
-		wrk_blob_t b = {.data = keep != NULL ? keep : (const void *)"", .len = kept, .digest = d};
-		err = wrk_cas_put_many(c, &b, 1, eb);
-		goto out;
-	}
-	if ((err = wrk_cas_find(c, &d, 1, &present, eb)) != REAP_OK || present)
-		goto out;
-	err = bs_write(c, &d, fd_source, &fd, eb);
-out:
-	reap_hasher_destroy(&h);
-	free(keep);
-	free(chunk);
-	return err;
-}
-
 /* ---- GetTree ---- */
 
 int wrk_cas_get_tree(wrk_cas_t *c, const reap_digest_t *root,
@@ -754,7 +457,7 @@ int wrk_cas_get_tree(wrk_cas_t *c, const reap_digest_t *root,
 		WRK_RE(GetTreeResponse) *m = NULL;
 		char *next = NULL;
 		size_t before = total;
-		rpc_stream_t *s = rpc_stream_open(c->ch, CAS_SVC "GetTree", TREE_TIMEOUT_MS);
+		rpc_stream_t *s = rpc_stream_open(c->ch, WRK_CAS_SVC "GetTree", TREE_TIMEOUT_MS);
 		int r;
 
 		if (s == NULL) {
@@ -791,7 +494,7 @@ int wrk_cas_get_tree(wrk_cas_t *c, const reap_digest_t *root,
 			free(next);
 			goto out;
 		}
-		err = call_err(rpc_stream_finish(s, &st), &st, "GetTree", eb);
+		err = wrk_cas_call_err(rpc_stream_finish(s, &st), &st, "GetTree", eb);
 		rpc_status_destroy(&st);
 		if (err == REAP_OK && r < 0)
 			err = reap_errf(eb, REAP_E_UNAVAILABLE, "GetTree: broken or malformed response");

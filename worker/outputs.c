@@ -13,7 +13,8 @@
  * absent one. The last component is lstat'ed, never followed: a regular
  * file is uploaded, a directory is walked (openat/fdopendir, O_NOFOLLOW at
  * every level) into a Tree, and a symlink is recorded as an OutputSymlink
- * with its target. Other kinds (fifos, sockets, devices) are omitted.
+ * with its target. Other kinds (fifos, sockets, devices) are omitted. The
+ * walk of output directories into Trees lives in tree.c.
  *
  * Spec rules (REAPI v2.1+): an absolute symlink target, as an output or
  * inside an output directory, is REAP_E_PRECONDITION (Capabilities says
@@ -52,31 +53,9 @@
 
 typedef enum { KIND_ANY, KIND_FILE, KIND_DIR } out_kind_t;
 
-/* A packed Directory of an output tree. */
-typedef struct packed_dir {
-	uint8_t *data;
-	size_t len;
-	reap_digest_t d;
-} packed_dir_t;
-
-typedef struct collector {
-	wrk_cas_t *cas;
-	size_t small_max;
-	wrk_blob_t *pending; /* small files read, waiting for one batched upload (data owned) */
-	size_t n_pending, pending_bytes;
-	size_t entries;      /* entries walked in output directories */
-} collector_t;
-
-/* One output directory's tree while it is walked. */
-typedef struct tree {
-	packed_dir_t *children;
-	size_t n, cap;
-	wrk_dmap_t seen; /* digests in children */
-} tree_t;
-
 /* ---- uploads ---- */
 
-static int flush(collector_t *o, reap_errbuf_t *eb)
+static int flush(wrk_collector_t *o, reap_errbuf_t *eb)
 {
 	int err = wrk_cas_put_many(o->cas, o->pending, o->n_pending, eb);
 	for (size_t i = 0; i < o->n_pending; i++)
@@ -121,8 +100,8 @@ static int read_small(int fd, size_t max, uint8_t **data, size_t *len, bool *fit
 }
 
 /* Upload the regular file name in dfd; *d and *exec describe it. */
-static int upload_file(collector_t *o, int dfd, const char *name, reap_digest_t *d, bool *exec,
-		       reap_errbuf_t *eb)
+int wrk_upload_file(wrk_collector_t *o, int dfd, const char *name, reap_digest_t *d, bool *exec,
+		    reap_errbuf_t *eb)
 {
 	struct stat st;
 	uint8_t *data = NULL;
@@ -164,8 +143,8 @@ out:
 }
 
 /* The target of symlink name in dfd, refused when absolute. */
-static int read_link(int dfd, const char *name, const char *shown, char **target,
-		     reap_errbuf_t *eb)
+int wrk_read_link(int dfd, const char *name, const char *shown, char **target,
+		  reap_errbuf_t *eb)
 {
 	char buf[PATH_MAX];
 	ssize_t n = readlinkat(dfd, name, buf, sizeof(buf));
@@ -184,321 +163,6 @@ static int read_link(int dfd, const char *name, const char *shown, char **target
 	if ((*target = strdup(buf)) == NULL)
 		return REAP_E_NOMEM;
 	return REAP_OK;
-}
-
-/* ---- output directories ---- */
-
-typedef struct node {
-	char *name;
-	char *target;      /* symlinks */
-	reap_digest_t d;   /* files and directories */
-	bool exec;
-	int type;          /* 0 file, 1 directory, 2 symlink */
-} node_t;
-
-static int node_cmp(const void *a, const void *b)
-{
-	return strcmp(((const node_t *)a)->name, ((const node_t *)b)->name);
-}
-
-static void nodes_free(node_t *nodes, size_t n)
-{
-	for (size_t i = 0; i < n; i++) {
-		free(nodes[i].name);
-		free(nodes[i].target);
-	}
-	free(nodes);
-}
-
-/* Pack the Directory made of nodes (sorted here) into out. */
-static int pack_dir(node_t *nodes, size_t n, packed_dir_t *out)
-{
-	WRK_RE(Directory) dir = WRK_RE_INIT(DIRECTORY);
-	WRK_RE(FileNode) *fn = calloc(n + 1, sizeof(*fn)), **fp = calloc(n + 1, sizeof(*fp));
-	WRK_RE(DirectoryNode) *dn = calloc(n + 1, sizeof(*dn)), **dp = calloc(n + 1, sizeof(*dp));
-	WRK_RE(SymlinkNode) *sn = calloc(n + 1, sizeof(*sn)), **sp = calloc(n + 1, sizeof(*sp));
-	WRK_RE(Digest) *pd = calloc(n + 1, sizeof(*pd));
-	char(*hex)[REAP_HASH_HEX_LEN + 1] = calloc(n + 1, sizeof(*hex));
-	int err = REAP_OK;
-
-	memset(out, 0, sizeof(*out));
-	if (fn == NULL || fp == NULL || dn == NULL || dp == NULL || sn == NULL || sp == NULL ||
-	    pd == NULL || hex == NULL) {
-		err = REAP_E_NOMEM;
-		goto out;
-	}
-	if (n > 0)
-		qsort(nodes, n, sizeof(*nodes), node_cmp);
-	for (size_t i = 0; i < n; i++) {
-		const node_t *x = &nodes[i];
-		if (x->type != 2) {
-			WRK_RE_FN(digest__init)(&pd[i]);
-			reap_digest_hex(&x->d, hex[i]);
-			pd[i].hash = hex[i];
-			pd[i].size_bytes = x->d.size;
-		}
-		if (x->type == 0) {
-			WRK_RE_FN(file_node__init)(&fn[dir.n_files]);
-			fn[dir.n_files].name = x->name;
-			fn[dir.n_files].digest = &pd[i];
-			fn[dir.n_files].is_executable = x->exec;
-			fp[dir.n_files] = &fn[dir.n_files];
-			dir.n_files++;
-		} else if (x->type == 1) {
-			WRK_RE_FN(directory_node__init)(&dn[dir.n_directories]);
-			dn[dir.n_directories].name = x->name;
-			dn[dir.n_directories].digest = &pd[i];
-			dp[dir.n_directories] = &dn[dir.n_directories];
-			dir.n_directories++;
-		} else {
-			WRK_RE_FN(symlink_node__init)(&sn[dir.n_symlinks]);
-			sn[dir.n_symlinks].name = x->name;
-			sn[dir.n_symlinks].target = x->target;
-			sp[dir.n_symlinks] = &sn[dir.n_symlinks];
-			dir.n_symlinks++;
-		}
-	}
-	dir.files = fp;
-	dir.directories = dp;
-	dir.symlinks = sp;
-	out->len = protobuf_c_message_get_packed_size(&dir.base);
-	if ((out->data = malloc(out->len + 1)) == NULL) {
-		err = REAP_E_NOMEM;
-		goto out;
-	}
-	protobuf_c_message_pack(&dir.base, out->data);
-	if (reap_digest_of(out->data, out->len, &out->d) != REAP_OK) {
-		free(out->data);
-		out->data = NULL;
-		err = REAP_E_NOMEM;
-	}
-out:
-	free(fn);
-	free(fp);
-	free(dn);
-	free(dp);
-	free(sn);
-	free(sp);
-	free(pd);
-	free(hex);
-	return err;
-}
-
-/* Add a child Directory to the tree unless an identical one is there (takes p's data). */
-static int tree_add(tree_t *t, packed_dir_t *p)
-{
-	wrk_dmap_slot_t *slot;
-	bool added;
-	int err = wrk_dmap_put(&t->seen, &p->d, &slot, &added);
-
-	if (err != REAP_OK || !added) {
-		free(p->data);
-		p->data = NULL;
-		return err;
-	}
-	if (t->n == t->cap) {
-		size_t ncap = t->cap ? t->cap * 2 : 16;
-		packed_dir_t *nc = realloc(t->children, ncap * sizeof(*nc));
-		if (nc == NULL) {
-			free(p->data);
-			p->data = NULL;
-			return REAP_E_NOMEM;
-		}
-		t->children = nc;
-		t->cap = ncap;
-	}
-	t->children[t->n++] = *p;
-	p->data = NULL;
-	return REAP_OK;
-}
-
-/* Read the names in the folder dfd (borrowed). */
-static int list_names(int dfd, char ***names, size_t *n, reap_errbuf_t *eb)
-{
-	int fd = dup(dfd);
-	DIR *dir = fd >= 0 ? fdopendir(fd) : NULL;
-	struct dirent *de;
-	size_t cap = 0;
-	int err = REAP_OK;
-
-	*names = NULL;
-	*n = 0;
-	if (dir == NULL) {
-		if (fd >= 0)
-			close(fd);
-		return reap_errf(eb, REAP_E_IO, "opendir: %s", strerror(errno));
-	}
-	while ((de = readdir(dir)) != NULL) {
-		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-			continue;
-		if (*n == cap) {
-			size_t ncap = cap ? cap * 2 : 32;
-			char **nn = realloc(*names, ncap * sizeof(*nn));
-			if (nn == NULL) {
-				err = REAP_E_NOMEM;
-				break;
-			}
-			*names = nn;
-			cap = ncap;
-		}
-		if (((*names)[*n] = strdup(de->d_name)) == NULL) {
-			err = REAP_E_NOMEM;
-			break;
-		}
-		(*n)++;
-	}
-	closedir(dir);
-	return err;
-}
-
-/* Walk the folder dfd (borrowed) into *out; its subfolders go into t. */
-static int walk(collector_t *o, tree_t *t, int dfd, const char *shown, size_t depth,
-		packed_dir_t *out, reap_errbuf_t *eb)
-{
-	char **names = NULL;
-	node_t *nodes = NULL;
-	size_t n_names = 0, n = 0;
-	int err;
-
-	memset(out, 0, sizeof(*out));
-	if (depth > WRK_MAX_DEPTH) {
-		err = reap_errf(eb, REAP_E_EXHAUSTED, "output '%.64s' is nested deeper than %d levels",
-				shown, WRK_MAX_DEPTH);
-		goto out;
-	}
-	if ((err = list_names(dfd, &names, &n_names, eb)) != REAP_OK)
-		goto out;
-	if (n_names > 0 && (nodes = calloc(n_names, sizeof(*nodes))) == NULL) {
-		err = REAP_E_NOMEM;
-		goto out;
-	}
-	for (size_t i = 0; i < n_names; i++) {
-		node_t *x = &nodes[n];
-		struct stat st;
-
-		if (++o->entries > WRK_MAX_ENTRIES) {
-			err = reap_errf(eb, REAP_E_EXHAUSTED, "outputs have more than %d entries",
-					WRK_MAX_ENTRIES);
-			goto out;
-		}
-		if (fstatat(dfd, names[i], &st, AT_SYMLINK_NOFOLLOW) != 0)
-			continue; /* vanished */
-		if (S_ISREG(st.st_mode)) {
-			x->type = 0;
-			err = upload_file(o, dfd, names[i], &x->d, &x->exec, eb);
-		} else if (S_ISDIR(st.st_mode)) {
-			packed_dir_t child;
-			int cfd = openat(dfd, names[i], O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-			x->type = 1;
-			if (cfd < 0) {
-				err = reap_errf(eb, REAP_E_IO, "output '%.64s/%.64s': %s", shown, names[i],
-						strerror(errno));
-			} else {
-				err = walk(o, t, cfd, names[i], depth + 1, &child, eb);
-				close(cfd);
-				if (err == REAP_OK) {
-					x->d = child.d;
-					err = tree_add(t, &child);
-				}
-			}
-		} else if (S_ISLNK(st.st_mode)) {
-			x->type = 2;
-			err = read_link(dfd, names[i], names[i], &x->target, eb);
-		} else {
-			REAP_WARN("output_skipped", "name=\"%.64s\" why=\"not a file, folder or symlink\"",
-				  names[i]);
-			continue;
-		}
-		if (err != REAP_OK)
-			goto out;
-		x->name = names[i];
-		names[i] = NULL;
-		n++;
-	}
-	err = pack_dir(nodes, n, out);
-out:
-	nodes_free(nodes, n);
-	for (size_t i = 0; i < n_names; i++)
-		free(names[i]);
-	free(names);
-	return err;
-}
-
-static size_t varint(uint8_t *p, uint64_t v)
-{
-	size_t n = 0;
-	do {
-		uint8_t b = v & 0x7f;
-		v >>= 7;
-		p[n++] = b | (v ? 0x80 : 0);
-	} while (v);
-	return n;
-}
-
-/* Tree{root = 1, children = 2}, encoded from the packed Directory messages. */
-static int encode_tree(const packed_dir_t *root, const tree_t *t, uint8_t **data, size_t *len)
-{
-	size_t total = 1 + 10 + root->len, off = 0;
-	uint8_t *p;
-
-	for (size_t i = 0; i < t->n; i++)
-		total += 1 + 10 + t->children[i].len;
-	if ((p = malloc(total)) == NULL)
-		return REAP_E_NOMEM;
-	p[off++] = 0x0a; /* field 1, length-delimited */
-	off += varint(p + off, root->len);
-	memcpy(p + off, root->data, root->len);
-	off += root->len;
-	for (size_t i = 0; i < t->n; i++) {
-		p[off++] = 0x12; /* field 2, length-delimited */
-		off += varint(p + off, t->children[i].len);
-		memcpy(p + off, t->children[i].data, t->children[i].len);
-		off += t->children[i].len;
-	}
-	*data = p;
-	*len = off;
-	return REAP_OK;
-}
-
-/* Walk the folder dfd, upload its Tree and Directory blobs; fill the digests. */
-static int collect_dir(collector_t *o, int dfd, const char *shown, reap_digest_t *tree_d,
-		       reap_digest_t *root_d, reap_errbuf_t *eb)
-{
-	tree_t t = {0};
-	packed_dir_t root = {0};
-	uint8_t *tree = NULL;
-	size_t tree_len = 0;
-	wrk_blob_t *blobs = NULL;
-	int err;
-
-	if ((err = walk(o, &t, dfd, shown, 0, &root, eb)) != REAP_OK)
-		goto out;
-	if ((err = encode_tree(&root, &t, &tree, &tree_len)) != REAP_OK)
-		goto out;
-	if ((blobs = calloc(t.n + 2, sizeof(*blobs))) == NULL) {
-		err = REAP_E_NOMEM;
-		goto out;
-	}
-	if (reap_digest_of(tree, tree_len, tree_d) != REAP_OK) {
-		err = REAP_E_NOMEM;
-		goto out;
-	}
-	*root_d = root.d;
-	blobs[0] = (wrk_blob_t){.data = tree, .len = tree_len, .digest = *tree_d};
-	blobs[1] = (wrk_blob_t){.data = root.data, .len = root.len, .digest = root.d};
-	for (size_t i = 0; i < t.n; i++)
-		blobs[i + 2] = (wrk_blob_t){.data = t.children[i].data, .len = t.children[i].len,
-					    .digest = t.children[i].d};
-	err = wrk_cas_put_many(o->cas, blobs, t.n + 2, eb);
-out:
-	for (size_t i = 0; i < t.n; i++)
-		free(t.children[i].data);
-	free(t.children);
-	wrk_dmap_destroy(&t.seen);
-	free(root.data);
-	free(tree);
-	free(blobs);
-	return err;
 }
 
 /* ---- the ActionResult ---- */
@@ -700,7 +364,7 @@ static size_t count_components(const char *path)
 }
 
 /* One output path under the working directory wd. */
-static int collect_one(collector_t *o, WRK_RE(ActionResult) *ar, int wd, const char *path,
+static int collect_one(wrk_collector_t *o, WRK_RE(ActionResult) *ar, int wd, const char *path,
 		       out_kind_t kind, reap_errbuf_t *eb)
 {
 	size_t ncomp = count_components(path);
@@ -732,7 +396,7 @@ static int collect_one(collector_t *o, WRK_RE(ActionResult) *ar, int wd, const c
 	}
 	if (S_ISLNK(st.st_mode)) {
 		char *target;
-		if ((err = read_link(pfd, name, path, &target, eb)) == REAP_OK)
+		if ((err = wrk_read_link(pfd, name, path, &target, eb)) == REAP_OK)
 			err = add_symlink(ar, path, target);
 		goto out;
 	}
@@ -744,7 +408,7 @@ static int collect_one(collector_t *o, WRK_RE(ActionResult) *ar, int wd, const c
 					"output directory '%.64s' is a regular file", path);
 			goto out;
 		}
-		if ((err = upload_file(o, pfd, name, &d, &exec, eb)) == REAP_OK)
+		if ((err = wrk_upload_file(o, pfd, name, &d, &exec, eb)) == REAP_OK)
 			err = add_file(ar, path, &d, exec);
 		goto out;
 	}
@@ -763,7 +427,7 @@ directory:
 	}
 	{
 		reap_digest_t tree, root;
-		if ((err = collect_dir(o, dfd, path, &tree, &root, eb)) == REAP_OK)
+		if ((err = wrk_collect_dir(o, dfd, path, &tree, &root, eb)) == REAP_OK)
 			err = add_dir(ar, path, &tree, &root);
 	}
 out:
@@ -779,7 +443,7 @@ out:
 int wrk_collect_outputs(wrk_cas_t *cas, const char *exec_root, const WRK_RE(Command) *cmd,
 			WRK_RE(ActionResult) *ar, reap_errbuf_t *eb)
 {
-	collector_t o = {.cas = cas};
+	wrk_collector_t o = {.cas = cas};
 	const char *wdp = cmd->working_directory != NULL ? cmd->working_directory : "";
 	const char *last;
 	int root = -1, wd = -1, err;

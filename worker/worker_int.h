@@ -6,15 +6,21 @@
  * Holds the limits staging and output collection share, the digest <->
  * protobuf helpers, the batched upload and GetTree entry points of the CAS
  * client, and a small digest-keyed hash map (static inline: it is used by
- * two files and is too small for a file of its own).
+ * two files and is too small for a file of its own). Also the structs and
+ * helpers shared by the files a module was split into: cas_client.c and
+ * cas_upload.c, cache.c and cache_scan.c, outputs.c and tree.c.
  */
 #ifndef REAP_WORKER_WORKER_INT_H
 #define REAP_WORKER_WORKER_INT_H
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
 
 #include "worker/worker.h"
 
@@ -157,6 +163,109 @@ static inline void wrk_dmap_destroy(wrk_dmap_t *m)
 	m->slots = NULL;
 	m->cap = m->n = 0;
 }
+
+/* ---- the CAS client (cas_client.c, cas_upload.c) ---- */
+
+#define WRK_CAS_SVC "/build.bazel.remote.execution.v2.ContentAddressableStorage/"
+#define WRK_BS_SVC "/google.bytestream.ByteStream/"
+
+struct wrk_cas {
+	rpc_channel_t *ch;
+	char *instance;
+	size_t max_batch;
+	atomic_uint_least64_t downloads; /* wrk_cas_download calls that reached the server */
+};
+
+/* Deadline for moving bytes: 60 s plus 1 s per MiB (so >= 1 MiB/s). */
+int wrk_cas_timeout_for(int64_t bytes);
+
+/* Turn a finished call into a reap error (rc: the rpc layer's own result). */
+int wrk_cas_call_err(int rc, const rpc_status_t *st, const char *what, reap_errbuf_t *eb);
+
+/* A ByteStream resource name for d (read, or a fresh upload). NULL on allocation failure. */
+char *wrk_cas_resource_name(const wrk_cas_t *c, const reap_digest_t *d, bool upload);
+
+/* ---- the file cache's index (cache.c, cache_scan.c) ---- */
+
+typedef enum {
+	WRK_CE_BUSY = 0,   /* being downloaded or verified by one thread; others wait */
+	WRK_CE_READY = 1,  /* the file is in place and may be linked */
+	WRK_CE_GONE = 2,   /* removed from the index; freed by the last waiter */
+	WRK_CE_FAILED = 3, /* the download failed (err, msg); freed by the last waiter */
+} wrk_ce_state_t;
+
+/* One cache file: an entry of the index's hash table and LRU list. */
+typedef struct wrk_centry {
+	reap_digest_t d;
+	bool exec;
+	wrk_ce_state_t state;
+	int err;                            /* WRK_CE_FAILED: the download's error */
+	char *msg;                          /* WRK_CE_FAILED: its message (may be NULL) */
+	int64_t known_ctime;                /* the inode's ctime as last verified; -1 = verify first */
+	int refs;                           /* threads waiting on this entry */
+	bool in_lru;                        /* the file exists and is counted in used */
+	struct wrk_centry *hnext;           /* hash chain */
+	struct wrk_centry *prev, *next;     /* LRU list, most recent first */
+} wrk_centry_t;
+
+struct wrk_cache {
+	char *dir;         /* absolute */
+	int dirfd;
+	uint64_t capacity; /* 0 = unbounded */
+	uint64_t used;     /* bytes of the entries in the LRU list */
+	pthread_mutex_t mu;
+	pthread_cond_t cv; /* a busy entry changed state */
+	wrk_centry_t **buckets;
+	size_t nbuckets, n;
+	wrk_centry_t lru;  /* sentinel */
+};
+
+/* An inode's ctime in nanoseconds. */
+int64_t wrk_ctime_ns(const struct stat *st);
+
+/* The mode of a cache file: 0555 when executable, 0444 otherwise. */
+mode_t wrk_cache_file_mode(bool exec);
+
+/* Parse "<hash>-<size>[-x]"; false for anything else. */
+bool wrk_cache_parse_name(const char *name, reap_digest_t *d, bool *exec);
+
+/* The entry for (d, exec), or NULL (caller holds mu). */
+wrk_centry_t *wrk_cache_index_find(const wrk_cache_t *c, const reap_digest_t *d, bool exec);
+
+/* Add e to the hash table, growing it as needed (caller holds mu). */
+int wrk_cache_index_add(wrk_cache_t *c, wrk_centry_t *e);
+
+/* Put e at the most recent end of the LRU list, adding it if needed (caller holds mu). */
+void wrk_cache_lru_front(wrk_cache_t *c, wrk_centry_t *e);
+
+/* Free an entry that is in no list. */
+void wrk_cache_entry_free(wrk_centry_t *e);
+
+/* Unlink least recently used entries until within capacity; staged files are kept (holds mu). */
+void wrk_cache_evict(wrk_cache_t *c);
+
+/* ---- output collection (outputs.c, tree.c) ---- */
+
+/* State of one wrk_collect_outputs call, shared with the tree walk. */
+typedef struct collector {
+	wrk_cas_t *cas;
+	size_t small_max;
+	wrk_blob_t *pending; /* small files read, waiting for one batched upload (data owned) */
+	size_t n_pending, pending_bytes;
+	size_t entries;      /* entries walked in output directories */
+} wrk_collector_t;
+
+/* Upload the regular file name in dfd (batched when small); *d and *exec describe it. */
+int wrk_upload_file(wrk_collector_t *o, int dfd, const char *name, reap_digest_t *d, bool *exec,
+		    reap_errbuf_t *eb);
+
+/* The target of symlink name in dfd (heap), refused when absolute (REAP_E_PRECONDITION). */
+int wrk_read_link(int dfd, const char *name, const char *shown, char **target,
+		  reap_errbuf_t *eb);
+
+/* Walk the folder dfd, upload its Tree and Directory blobs; fill the digests (tree.c). */
+int wrk_collect_dir(wrk_collector_t *o, int dfd, const char *shown, reap_digest_t *tree_d,
+		    reap_digest_t *root_d, reap_errbuf_t *eb);
 
 /* ---- exec roots (execroot.c) ---- */
 
