@@ -276,12 +276,13 @@ static void execute(rpc_call_t *call, void *state, const ProtobufCMessage *m)
 		goto out;
 	}
 	cmd = load_msg(s, &cd, MAX_COMMAND_BYTES, &RE_FN(command__descriptor), &missing);
-	if (cmd == NULL || cas_store_has(s->store, &rd) != REAP_OK) {
+	bool root_missing = cas_store_has(s->store, &rd) != REAP_OK;
+	if (cmd == NULL || root_missing) {
 		reap_digest_t miss[2];
 		size_t n = 0;
 		if (cmd == NULL && missing)
 			miss[n++] = cd;
-		if (cas_store_has(s->store, &rd) != REAP_OK)
+		if (root_missing)
 			miss[n++] = rd;
 		if (n > 0)
 			finish_status(call, &ad, REAP_E_PRECONDITION,
