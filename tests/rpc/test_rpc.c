@@ -12,6 +12,8 @@
  *                        (-1: until cancelled)
  *   /reap.test.T/Sum     client streaming: sums WriteRequest.data sizes;
  *                        resource_name "reject" ends the call early
+ * Deferred calls are in test_rpc_defer.c, servers and clients without this
+ * fixture in test_rpc_lifecycle.c.
  * Every on_done is counted (ok / failed) and handler state that holds heap
  * memory is counted live, so tests can check that cancelled calls end.
  */
@@ -213,59 +215,7 @@ static void sum_done(rpc_call_t *call, void *state, bool ok)
 	on_done_count(call, state, ok);
 }
 
-/* ---- Wait: defers; a waker thread wakes it after size_bytes ms ---- */
-
-static pthread_mutex_t wait_mu = PTHREAD_MUTEX_INITIALIZER;
-static rpc_call_t *waiting; /* the deferred call, under wait_mu */
-static atomic_int wakes_seen, wake_cancelled;
-
-static void *waker(void *arg)
-{
-	sleep_ms((int)(intptr_t)arg);
-	pthread_mutex_lock(&wait_mu);
-	if (waiting != NULL) {
-		rpc_call_wake(waiting);
-		rpc_call_wake(waiting); /* a second wake is harmless */
-	}
-	pthread_mutex_unlock(&wait_mu);
-	return NULL;
-}
-
-static void wait_request(rpc_call_t *call, void *state, const ProtobufCMessage *m)
-{
-	const digest_t *req = (const digest_t *)m;
-	pthread_t t;
-
-	pthread_mutex_lock(&wait_mu);
-	waiting = call;
-	pthread_mutex_unlock(&wait_mu);
-	rpc_call_defer(call);
-	if (req->size_bytes >= 0 && pthread_create(&t, NULL, waker, (void *)(intptr_t)req->size_bytes) == 0)
-		pthread_detach(t);
-}
-
-static void wait_wake(rpc_call_t *call, void *state)
-{
-	digest_t resp = DIGEST_INIT;
-
-	pthread_mutex_lock(&wait_mu);
-	waiting = NULL;
-	pthread_mutex_unlock(&wait_mu);
-	atomic_fetch_add(&wakes_seen, 1);
-	if (rpc_call_cancelled(call))
-		atomic_fetch_add(&wake_cancelled, 1);
-	resp.hash = (char *)"woken";
-	resp.size_bytes = 42;
-	rpc_call_finish(call, &resp.base, REAP_OK, NULL);
-}
-
 static const rpc_method_t methods[] = {
-	{.path = "/reap.test.T/Wait",
-	 .kind = RPC_UNARY,
-	 .request = DIGEST_DESC,
-	 .on_request = wait_request,
-	 .on_wake = wait_wake,
-	 .on_done = on_done_count},
 	{.path = "/reap.test.T/Echo",
 	 .kind = RPC_UNARY,
 	 .request = DIGEST_DESC,
@@ -686,45 +636,6 @@ Test(rpc, cancel_client_stream)
 
 /* ---- message limits ---- */
 
-Test(rpc, defer_and_wake)
-{
-	digest_t req = DIGEST_INIT;
-	ProtobufCMessage *resp = NULL;
-	rpc_status_t st;
-	long t0 = now_ms();
-
-	atomic_store(&wakes_seen, 0);
-	req.hash = (char *)"w";
-	req.size_bytes = 150; /* woken after 150 ms by another thread */
-	cr_assert_eq(rpc_unary(ch, "/reap.test.T/Wait", &req.base, DIGEST_DESC, &resp, &st, 5000), 0);
-	cr_assert_eq(st.code, ST_OK, "%s", st.msg);
-	cr_assert_str_eq(((digest_t *)resp)->hash, "woken");
-	cr_assert_geq(now_ms() - t0, 140);
-	cr_assert_eq(atomic_load(&wakes_seen), 1, "two wakes give one on_wake");
-	protobuf_c_message_free_unpacked(resp, NULL);
-	rpc_status_destroy(&st);
-	/* the server thread was free meanwhile: other calls went through */
-	cr_assert_eq(echo("x", NULL, 0, 2000), ST_OK);
-}
-
-Test(rpc, deferred_call_sees_cancel)
-{
-	digest_t req = DIGEST_INIT;
-	rpc_status_t st;
-	int before = atomic_load(&done_fail);
-
-	atomic_store(&wakes_seen, 0);
-	atomic_store(&wake_cancelled, 0);
-	req.hash = (char *)"w";
-	req.size_bytes = -1; /* nobody wakes it: only the deadline ends it */
-	cr_assert_eq(rpc_unary(ch, "/reap.test.T/Wait", &req.base, DIGEST_DESC, NULL, &st, 200), 0);
-	cr_assert_eq(st.code, ST_DEADLINE);
-	rpc_status_destroy(&st);
-	cr_assert_eq(wait_count(&wakes_seen, 1, 3000), 1, "on_wake ran when the client left");
-	cr_assert_eq(atomic_load(&wake_cancelled), 1);
-	cr_assert_geq(wait_count(&done_fail, before + 1, 3000), before + 1);
-}
-
 Test(rpc_limits, message_limits)
 {
 	char big[4096], mid[1500], out[64];
@@ -871,120 +782,4 @@ Test(rpc, shutdown_cancels_endless_stream)
 	cr_assert_eq(rpc_stream_finish(s, &st), 0);
 	cr_assert_neq(st.code, ST_OK);
 	rpc_status_destroy(&st);
-}
-
-/* ---- lifecycle without the fixture ---- */
-
-Test(rpc_lifecycle, new_free_without_start)
-{
-	rpc_server_config_t cfg = {.listen = "127.0.0.1:0", .threads = 0};
-	reap_errbuf_t eb = {{0}};
-	rpc_server_t *s = rpc_server_new(&cfg, &eb);
-
-	cr_assert_not_null(s);
-	cr_assert_eq(rpc_server_add_methods(s, methods, 4), 0);
-	cr_assert_eq(rpc_server_add_methods(s, methods, 1), REAP_E_EXISTS);
-	cr_assert_eq(rpc_server_max_recv(s), 8u << 20);
-	rpc_server_shutdown(s, 0);
-	rpc_server_free(s);
-	rpc_server_free(NULL);
-}
-
-Test(rpc_lifecycle, bad_config)
-{
-	rpc_server_config_t cfg = {.listen = NULL};
-	rpc_method_t bad = {.path = "/x.Y/Z", .kind = RPC_SERVER_STREAMING, .request = DIGEST_DESC,
-			    .on_request = echo_request}; /* no on_sent */
-	reap_errbuf_t eb = {{0}};
-	rpc_server_t *s;
-
-	cr_assert_null(rpc_server_new(&cfg, &eb));
-	cr_assert_neq(eb.msg[0], '\0');
-	cfg.listen = "127.0.0.1:0";
-	cfg.threads = -1;
-	cr_assert_null(rpc_server_new(&cfg, NULL));
-	cfg.threads = 1;
-	s = rpc_server_new(&cfg, NULL);
-	cr_assert_eq(rpc_server_add_methods(s, &bad, 1), REAP_E_INVALID);
-	rpc_server_free(s);
-}
-
-Test(rpc_lifecycle, bind_failures)
-{
-	rpc_server_config_t cfg = {.listen = "127.0.0.1:0", .threads = 1};
-	reap_errbuf_t eb = {{0}};
-	rpc_server_t *a, *b;
-	char addr[64];
-	int p;
-
-	a = rpc_server_new(&cfg, NULL);
-	cr_assert_eq(rpc_server_start(a, &p, NULL), 0);
-	cr_assert_eq(rpc_server_start(a, NULL, NULL), REAP_E_PRECONDITION);
-	/* The port is taken: no SO_REUSEPORT sharing. */
-	snprintf(addr, sizeof(addr), "127.0.0.1:%d", p);
-	cfg.listen = addr;
-	b = rpc_server_new(&cfg, NULL);
-	cr_assert_eq(rpc_server_start(b, NULL, &eb), REAP_E_IO);
-	cr_assert_neq(eb.msg[0], '\0');
-	rpc_server_free(b);
-	cfg.listen = "not an address:xyz";
-	b = rpc_server_new(&cfg, NULL);
-	cr_assert_eq(rpc_server_start(b, NULL, NULL), REAP_E_IO);
-	rpc_server_free(b);
-	rpc_server_free(a);
-}
-
-Test(rpc_client, unreachable_server)
-{
-	digest_t req = DIGEST_INIT;
-	ProtobufCMessage *resp = NULL;
-	rpc_channel_t *c = rpc_channel_new("127.0.0.1:1", 0);
-	rpc_stream_t *s;
-	rpc_status_t st;
-
-	cr_assert_eq(rpc_unary(c, "/reap.test.T/Echo", &req.base, DIGEST_DESC, &resp, &st, 2000), 0);
-	cr_assert_eq(st.code, ST_UNAVAILABLE);
-	rpc_status_destroy(&st);
-	s = rpc_stream_open(c, "/reap.test.T/Sum", 2000);
-	cr_assert_not_null(s);
-	rpc_stream_send(s, &req.base);
-	cr_assert_eq(rpc_stream_finish(s, &st), 0);
-	cr_assert_eq(st.code, ST_UNAVAILABLE);
-	rpc_status_destroy(&st);
-	rpc_channel_free(c);
-	rpc_channel_free(NULL);
-}
-
-static void *cancel_later(void *arg)
-{
-	sleep_ms(200);
-	rpc_channel_cancel_all(arg);
-	return NULL;
-}
-
-Test(rpc, channel_cancel_all_ends_blocked_calls)
-{
-	digest_t req = DIGEST_INIT;
-	rpc_status_t st;
-	pthread_t th;
-	long t0 = now_ms();
-	char target[64];
-	snprintf(target, sizeof(target), "127.0.0.1:%d", port);
-	rpc_channel_t *c2 = rpc_channel_new(target, 0);
-
-	req.hash = (char *)"w";
-	req.size_bytes = -1; /* nobody wakes it */
-	cr_assert_eq(pthread_create(&th, NULL, cancel_later, c2), 0);
-	rpc_unary(c2, "/reap.test.T/Wait", &req.base, DIGEST_DESC, NULL, &st, 10000);
-	pthread_join(th, NULL);
-	cr_assert_eq(st.code, ST_CANCELLED);
-	cr_assert_lt(now_ms() - t0, 5000, "ended by the cancel, not the deadline");
-	rpc_status_destroy(&st);
-	cr_assert_neq(rpc_unary(c2, "/reap.test.T/Echo", &req.base, DIGEST_DESC, NULL, &st, 1000), 0,
-		      "no new calls after cancel_all");
-	cr_assert_eq(st.code, ST_CANCELLED);
-	rpc_status_destroy(&st);
-	rpc_channel_free(c2);
-	/* other channels are untouched */
-	cr_assert_eq(echo("x", NULL, 0, 2000), ST_OK);
 }
