@@ -146,6 +146,16 @@ bad:
 			 key);
 }
 
+const struct json_t *reap_config_json(reap_config_t *c, const char *key)
+{
+	return take(c, key);
+}
+
+const char *reap_config_path(const reap_config_t *c)
+{
+	return c->path;
+}
+
 int reap_config_check_unknown(reap_config_t *c, reap_errbuf_t *eb)
 {
 	const char *key;

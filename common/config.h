@@ -35,6 +35,18 @@ int reap_config_size(reap_config_t *c, const char *key, uint64_t *out, reap_errb
 int reap_config_strings(reap_config_t *c, const char *key, const char ***out, size_t *n,
 			reap_errbuf_t *eb);
 
+struct json_t;
+
+/**
+ * The raw JSON value of key (borrowed, valid until reap_config_free), or
+ * NULL when absent; records the key as known. For sections another module
+ * parses itself with jansson (e.g. "auth", see auth/config.c).
+ */
+const struct json_t *reap_config_json(reap_config_t *c, const char *key);
+
+/** The path c was loaded from, for error messages. */
+const char *reap_config_path(const reap_config_t *c);
+
 /** REAP_E_INVALID naming the first key no getter asked for. */
 int reap_config_check_unknown(reap_config_t *c, reap_errbuf_t *eb);
 
