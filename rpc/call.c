@@ -20,6 +20,12 @@
  * as the callback returns. Nothing a peer sends can abort the process: bad
  * input ends the call with a status, a broken stream ends it with on_done
  * (ok = false).
+ *
+ * Client-streaming and bidi calls read their requests with explicit receive
+ * batches; a bidi call alternates them with sends as its handler chooses,
+ * still one batch at a time, so it never holds more than one request and
+ * one response. When the call is freed the server's observer (metrics), if
+ * any, hears its path, final code, duration and payload bytes.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +35,7 @@
 
 #include "common/log.h"
 #include "rpc/rpc_int.h"
+#include "rpc/tls_int.h"
 
 typedef enum {
 	RPC_CALL_REQUESTED = 0, /* waiting for gRPC to hand over a call */
@@ -67,6 +74,8 @@ struct rpc_call {
 	grpc_metadata trailer; /* grpc-status-details-bin, if ntrailers */
 	size_t ntrailers;
 	char *peer; /* gpr_malloc'd */
+	char *cert_subject; /* malloc'd; rpc_call_peer_cert_subject's cache */
+	bool cert_checked;  /* ...which is filled in (maybe with NULL) */
 	rpc_call_state_t st;
 	rpc_op_kind_t op;     /* what t_op carries */
 	int tags;             /* tags in flight */
@@ -79,6 +88,12 @@ struct rpc_call {
 	bool own_finish;      /* the status is the handler's, not ours */
 	bool finish_ok;       /* the status batch completed */
 	bool failed;          /* a batch failed; the call was cancelled */
+	bool half_closed;     /* on_half_close was delivered */
+	grpc_status_code code; /* the status we sent (or tried to) */
+	gpr_timespec t_start; /* accepted, GPR_CLOCK_MONOTONIC */
+	uint64_t bytes_in;    /* request payload received */
+	uint64_t bytes_out;   /* response payload sent */
+	size_t send_len;      /* payload of the send in flight */
 	rpc_tag_t t_req;
 	rpc_tag_t t_op;
 	rpc_tag_t t_close;
@@ -90,6 +105,12 @@ struct rpc_call {
 };
 
 static void rpc_call_deliver(rpc_call_t *c, rpc_cb_t cb);
+
+/* Does the method read its requests with receive batches (not with the call)? */
+static bool rpc_kind_streams_in(rpc_kind_t kind)
+{
+	return kind == RPC_CLIENT_STREAMING || kind == RPC_BIDI_STREAMING;
+}
 
 static const char *rpc_call_path(const rpc_call_t *c)
 {
@@ -113,6 +134,7 @@ static void rpc_call_release(rpc_call_t *c)
 		grpc_slice_unref(c->trailer.value);
 	if (c->peer != NULL)
 		gpr_free(c->peer);
+	free(c->cert_subject);
 	if (c->call != NULL)
 		grpc_call_unref(c->call);
 	pthread_mutex_destroy(&c->wake_mu);
@@ -147,7 +169,7 @@ int rpc_call_request(rpc_server_t *s, rpc_cq_t *q, const rpc_reg_t *reg)
 					     &c->t_req);
 	} else {
 		grpc_byte_buffer **payload =
-			reg->m->kind == RPC_CLIENT_STREAMING ? NULL : &c->recv_buf;
+			rpc_kind_streams_in(reg->m->kind) ? NULL : &c->recv_buf;
 
 		e = grpc_server_request_registered_call(s->srv, reg->handle, &c->call, &c->deadline,
 							&c->md, payload, q->cq, q->cq, &c->t_req);
@@ -216,6 +238,7 @@ static void rpc_call_finish_code(rpc_call_t *c, const ProtobufCMessage *resp, gr
 	size_t n;
 
 	memset(ops, 0, sizeof(ops));
+	c->code = code;
 	if (resp != NULL && code == GRPC_STATUS_OK &&
 	    rpc_pack(resp, c->srv->max_send, &c->send_buf) != REAP_OK) {
 		REAP_WARN("rpc response too large", "path=\"%s\" limit=%zu", rpc_call_path(c),
@@ -224,9 +247,11 @@ static void rpc_call_finish_code(rpc_call_t *c, const ProtobufCMessage *resp, gr
 		grpc_slice_unref(msg);
 		msg = grpc_slice_from_static_string("response message too large");
 		c->own_finish = false;
+		c->code = code;
 	}
 	n = rpc_call_initial_md(c, &ops[0]);
 	if (c->send_buf != NULL) {
+		c->send_len = grpc_byte_buffer_length(c->send_buf);
 		ops[n].op = GRPC_OP_SEND_MESSAGE;
 		ops[n].data.send_message.send_message = c->send_buf;
 		n++;
@@ -269,6 +294,7 @@ static void rpc_call_accept(rpc_call_t *c, bool ok)
 		REAP_ERROR("rpc method no longer served on a queue", "path=\"%s\" queue=%d",
 			   rpc_call_path(c), c->q->idx);
 	c->accepted = true;
+	c->t_start = gpr_now(GPR_CLOCK_MONOTONIC);
 	rpc_server_call_begin(s);
 	c->st = RPC_CALL_ACTIVE;
 	if (c->has_details)
@@ -290,7 +316,7 @@ static void rpc_call_accept(rpc_call_t *c, bool ok)
 		rpc_call_abort(c, GRPC_STATUS_UNIMPLEMENTED, "unknown method");
 		return;
 	}
-	if (c->reg->m->kind == RPC_CLIENT_STREAMING)
+	if (rpc_kind_streams_in(c->reg->m->kind))
 		rpc_call_start_recv(c);
 	else
 		rpc_call_deliver(c, RPC_CB_REQUEST);
@@ -307,6 +333,7 @@ static void rpc_call_deliver(rpc_call_t *c, rpc_cb_t cb)
 			rpc_call_abort(c, GRPC_STATUS_INVALID_ARGUMENT, "missing request message");
 			return;
 		}
+		c->bytes_in += grpc_byte_buffer_length(c->recv_buf);
 		req = rpc_unpack(m->request, c->recv_buf);
 		grpc_byte_buffer_destroy(c->recv_buf);
 		c->recv_buf = NULL;
@@ -327,6 +354,7 @@ static void rpc_call_deliver(rpc_call_t *c, rpc_cb_t cb)
 		m->on_message(c, c->hstate, req);
 		break;
 	case RPC_CB_HALF_CLOSE:
+		c->half_closed = true;
 		m->on_half_close(c, c->hstate);
 		break;
 	case RPC_CB_SENT:
@@ -355,6 +383,9 @@ static void rpc_call_op_done(rpc_call_t *c, bool ok)
 	rpc_op_kind_t op = c->op;
 
 	c->op = RPC_OP_NONE;
+	if (ok && (op == RPC_OP_SEND || op == RPC_OP_FINISH))
+		c->bytes_out += c->send_len;
+	c->send_len = 0;
 	if (c->send_buf != NULL) {
 		grpc_byte_buffer_destroy(c->send_buf);
 		c->send_buf = NULL;
@@ -388,6 +419,47 @@ static void rpc_call_op_done(rpc_call_t *c, bool ok)
 	}
 }
 
+static bool rpc_call_past_deadline(const rpc_call_t *c)
+{
+	gpr_timespec d = c->deadline;
+
+	if (d.clock_type == GPR_TIMESPAN || gpr_time_cmp(d, gpr_inf_future(d.clock_type)) == 0)
+		return false;
+	return gpr_time_cmp(gpr_now(d.clock_type), d) >= 0;
+}
+
+/*
+ * Did a call that broke off end by its deadline? The client enforces the
+ * deadline too and resets the stream when it passes, which can reach us a
+ * moment before our own copy of the deadline (taken when the call arrived)
+ * expires: allow for that.
+ */
+static bool rpc_call_deadline_ended(const rpc_call_t *c)
+{
+	gpr_timespec d = c->deadline, slack = gpr_time_from_millis(100, GPR_TIMESPAN);
+
+	if (d.clock_type == GPR_TIMESPAN || gpr_time_cmp(d, gpr_inf_future(d.clock_type)) == 0)
+		return false;
+	return gpr_time_cmp(gpr_time_add(gpr_now(d.clock_type), slack), d) >= 0;
+}
+
+/* Tell the server's observer how the call ended. */
+static void rpc_call_observe(rpc_call_t *c)
+{
+	rpc_server_t *s = c->srv;
+	grpc_status_code code = c->code;
+	gpr_timespec t;
+
+	if (s->observer == NULL)
+		return;
+	if (!c->finish_ok || c->failed)
+		code = rpc_call_deadline_ended(c) ? GRPC_STATUS_DEADLINE_EXCEEDED
+						  : GRPC_STATUS_CANCELLED;
+	t = gpr_time_sub(gpr_now(GPR_CLOCK_MONOTONIC), c->t_start);
+	s->observer(s->observer_ctx, rpc_call_path(c), (int)code,
+		    (double)t.tv_sec + (double)t.tv_nsec / 1e9, c->bytes_in, c->bytes_out);
+}
+
 /* Free the call once it is over and every tag is back; on_done goes first. */
 static void rpc_call_maybe_done(rpc_call_t *c)
 {
@@ -408,6 +480,8 @@ static void rpc_call_maybe_done(rpc_call_t *c)
 
 		m->on_done(c, c->hstate, ok);
 	}
+	if (c->accepted)
+		rpc_call_observe(c);
 	rpc_call_release(c);
 }
 
@@ -490,6 +564,7 @@ void rpc_call_send(rpc_call_t *c, const ProtobufCMessage *msg)
 		rpc_call_abort(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "response message too large");
 		return;
 	}
+	c->send_len = grpc_byte_buffer_length(c->send_buf);
 	memset(ops, 0, sizeof(ops));
 	n = rpc_call_initial_md(c, &ops[0]);
 	ops[n].op = GRPC_OP_SEND_MESSAGE;
@@ -525,8 +600,14 @@ void rpc_call_wake(rpc_call_t *c)
 
 void rpc_call_recv(rpc_call_t *c)
 {
-	if (rpc_call_claim(c, "recv"))
-		rpc_call_start_recv(c);
+	if (!rpc_call_claim(c, "recv"))
+		return;
+	if (c->half_closed) {
+		REAP_ERROR("rpc receive after half-close", "path=\"%s\"", rpc_call_path(c));
+		rpc_call_abort(c, GRPC_STATUS_INTERNAL, "handler read past the end of the stream");
+		return;
+	}
+	rpc_call_start_recv(c);
 }
 
 void rpc_call_finish(rpc_call_t *c, const ProtobufCMessage *resp, int err, const char *msg)
@@ -567,6 +648,20 @@ const char *rpc_call_peer(const rpc_call_t *c)
 	return c->peer != NULL ? c->peer : "";
 }
 
+const char *rpc_call_method(const rpc_call_t *c)
+{
+	return c->reg->m->path;
+}
+
+const char *rpc_call_peer_cert_subject(rpc_call_t *c)
+{
+	if (!c->cert_checked) {
+		c->cert_subject = rpc_tls_peer_subject(c->call);
+		c->cert_checked = true;
+	}
+	return c->cert_subject;
+}
+
 const char *rpc_call_metadata(const rpc_call_t *c, const char *key, size_t *len)
 {
 	for (size_t i = 0; i < c->md.count; i++) {
@@ -585,11 +680,21 @@ const char *rpc_call_metadata(const rpc_call_t *c, const char *key, size_t *len)
 
 bool rpc_call_cancelled(const rpc_call_t *c)
 {
-	gpr_timespec d = c->deadline;
+	return atomic_load(&c->cancelled) || rpc_call_past_deadline(c);
+}
 
-	if (atomic_load(&c->cancelled))
-		return true;
-	if (d.clock_type == GPR_TIMESPAN || gpr_time_cmp(d, gpr_inf_future(d.clock_type)) == 0)
-		return false;
-	return gpr_time_cmp(gpr_now(d.clock_type), d) >= 0;
+/* Lives here, next to its only reader; the field is in rpc_int.h. */
+void rpc_server_set_observer(rpc_server_t *s, rpc_observer_fn fn, void *ctx)
+{
+	bool ok;
+
+	pthread_mutex_lock(&s->mu);
+	ok = s->state == RPC_SRV_NEW;
+	if (ok) {
+		s->observer = fn;
+		s->observer_ctx = ctx;
+	}
+	pthread_mutex_unlock(&s->mu);
+	if (!ok)
+		REAP_ERROR("rpc observer ignored", "reason=\"server already started\"");
 }

@@ -1,11 +1,12 @@
 /*
  * client.c - blocking gRPC client: channels and unary calls.
  *
- * A channel is a plain insecure grpc_channel plus the headers to send with
- * every call (e.g. "authorization"). The headers are guarded by a mutex
- * that is held across the grpc_call_start_batch that sends them: gRPC takes
- * its own references to the slices during that call, so a header may be
- * replaced while other threads are making calls.
+ * A channel is a grpc_channel (insecure, or TLS with credentials from
+ * tls.c) plus the headers to send with every call (e.g. "authorization").
+ * The headers are guarded by a mutex that is held across the
+ * grpc_call_start_batch that sends them: gRPC takes its own references to
+ * the slices during that call, so a header may be replaced while other
+ * threads are making calls.
  *
  * Every call gets its own pluck completion queue and waits on its own tags,
  * which keeps calls on different threads independent and needs no extra
@@ -20,7 +21,9 @@
 #include <grpc/slice.h>
 #include <grpc/support/time.h>
 
+#include "common/log.h"
 #include "rpc/rpc_int.h"
+#include "rpc/tls_int.h"
 
 struct rpc_channel {
 	grpc_channel *ch;
@@ -33,31 +36,79 @@ struct rpc_channel {
 	bool cancelled;     /* rpc_channel_cancel_all ran: no new calls */
 };
 
-rpc_channel_t *rpc_channel_new(const char *target, size_t max_msg_bytes)
+/*
+ * A channel to target with creds (borrowed); name_override (may be NULL) is
+ * the TLS name to verify. The caller holds a gRPC reference, which the
+ * channel takes over (rpc_channel_free drops it); on failure it is dropped.
+ */
+static rpc_channel_t *rpc_channel_create(const char *target, size_t max_msg_bytes,
+					 grpc_channel_credentials *creds, const char *name_override)
 {
 	rpc_channel_t *ch;
-	grpc_channel_credentials *creds;
-	grpc_arg args[2];
+	grpc_arg args[3];
 	grpc_channel_args cargs = {.num_args = 2, .args = args};
 
-	if (target == NULL || target[0] == '\0')
-		return NULL;
 	ch = calloc(1, sizeof(*ch));
-	if (ch == NULL)
+	if (ch == NULL) {
+		rpc_grpc_unref();
 		return NULL;
+	}
 	ch->max_msg = max_msg_bytes ? max_msg_bytes : RPC_DEFAULT_CLIENT_MAX;
 	if (ch->max_msg > INT_MAX)
 		ch->max_msg = INT_MAX;
 	pthread_mutex_init(&ch->mu, NULL);
-	rpc_grpc_ref();
 	args[0].type = GRPC_ARG_INTEGER;
 	args[0].key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
 	args[0].value.integer = (int)ch->max_msg;
 	args[1].type = GRPC_ARG_INTEGER;
 	args[1].key = (char *)GRPC_ARG_MAX_SEND_MESSAGE_LENGTH;
 	args[1].value.integer = (int)ch->max_msg;
-	creds = grpc_insecure_credentials_create();
+	if (name_override != NULL) {
+		args[2].type = GRPC_ARG_STRING;
+		args[2].key = (char *)GRPC_SSL_TARGET_NAME_OVERRIDE_ARG;
+		args[2].value.string = (char *)name_override;
+		cargs.num_args = 3;
+	}
 	ch->ch = grpc_channel_create(target, creds, &cargs);
+	return ch;
+}
+
+rpc_channel_t *rpc_channel_new(const char *target, size_t max_msg_bytes)
+{
+	rpc_channel_t *ch;
+	grpc_channel_credentials *creds;
+
+	if (target == NULL || target[0] == '\0')
+		return NULL;
+	rpc_grpc_ref();
+	creds = grpc_insecure_credentials_create();
+	ch = rpc_channel_create(target, max_msg_bytes, creds, NULL);
+	grpc_channel_credentials_release(creds);
+	return ch;
+}
+
+rpc_channel_t *rpc_channel_new_tls(const char *target, size_t max_msg_bytes,
+				   const rpc_tls_client_t *tls)
+{
+	static const rpc_tls_client_t defaults = {.ca_file = NULL};
+	rpc_channel_t *ch;
+	grpc_channel_credentials *creds;
+	reap_errbuf_t eb = {{0}};
+	int err;
+
+	if (target == NULL || target[0] == '\0')
+		return NULL;
+	if (tls == NULL)
+		tls = &defaults;
+	rpc_grpc_ref();
+	err = rpc_tls_channel_creds(tls, &creds, &eb);
+	if (err != REAP_OK) {
+		REAP_ERROR("rpc tls channel not created", "target=%s error=\"%s\"", target,
+			   reap_errmsg(&eb, err));
+		rpc_grpc_unref();
+		return NULL;
+	}
+	ch = rpc_channel_create(target, max_msg_bytes, creds, tls->server_name_override);
 	grpc_channel_credentials_release(creds);
 	return ch;
 }

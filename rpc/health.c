@@ -3,6 +3,12 @@
  * overall (""), so load balancers, orchestrators and grpcurl can ask whether
  * the server takes work. Watch streams hold no thread: a change wakes every
  * watcher, which sends the new status.
+ *
+ * Lifecycle: services are NOT_SERVING while the server starts
+ * (rpc_health_set_server(h, s, false)), SERVING once it is ready, and
+ * NOT_SERVING for good once it drains (rpc_health_shutdown). A drain ends
+ * the Watch streams after they delivered NOT_SERVING: they would otherwise
+ * keep a graceful shutdown waiting for its whole grace period.
  */
 #include <pthread.h>
 #include <stdlib.h>
@@ -30,12 +36,15 @@ struct rpc_health {
 	} svc[MAX_SERVICES];
 	size_t n;
 	watcher_t *watchers;
+	bool draining; /* rpc_health_shutdown: all NOT_SERVING, sets ignored */
 	rpc_method_t methods[2];
 };
 
 /* Status of service, with mu held. */
 static int status_of(const rpc_health_t *h, const char *service)
 {
+	if (h->draining)
+		return GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING;
 	for (size_t i = 0; i < h->n; i++)
 		if (strcmp(h->svc[i].name, service) == 0)
 			return h->svc[i].serving
@@ -47,6 +56,10 @@ static int status_of(const rpc_health_t *h, const char *service)
 void rpc_health_set(rpc_health_t *h, const char *service, bool serving)
 {
 	pthread_mutex_lock(&h->mu);
+	if (h->draining) {
+		pthread_mutex_unlock(&h->mu);
+		return;
+	}
 	size_t i;
 	for (i = 0; i < h->n; i++)
 		if (strcmp(h->svc[i].name, service) == 0)
@@ -63,8 +76,38 @@ void rpc_health_set(rpc_health_t *h, const char *service, bool serving)
 void rpc_health_set_all(rpc_health_t *h, bool serving)
 {
 	pthread_mutex_lock(&h->mu);
+	if (!h->draining)
+		for (size_t i = 0; i < h->n; i++)
+			h->svc[i].serving = serving;
+	for (watcher_t *w = h->watchers; w != NULL; w = w->next)
+		rpc_call_wake(w->call);
+	pthread_mutex_unlock(&h->mu);
+}
+
+typedef struct {
+	rpc_health_t *h;
+	bool serving;
+} set_server_t;
+
+static void set_one(void *ctx, const char *name)
+{
+	set_server_t *a = ctx;
+	rpc_health_set(a->h, name, a->serving);
+}
+
+void rpc_health_set_server(rpc_health_t *h, const rpc_server_t *s, bool serving)
+{
+	set_server_t a = {h, serving};
+	rpc_server_each_service(s, set_one, &a);
+	rpc_health_set(h, "", serving);
+}
+
+void rpc_health_shutdown(rpc_health_t *h)
+{
+	pthread_mutex_lock(&h->mu);
+	h->draining = true;
 	for (size_t i = 0; i < h->n; i++)
-		h->svc[i].serving = serving;
+		h->svc[i].serving = false;
 	for (watcher_t *w = h->watchers; w != NULL; w = w->next)
 		rpc_call_wake(w->call);
 	pthread_mutex_unlock(&h->mu);
@@ -108,6 +151,12 @@ static void watch_step(rpc_call_t *call, rpc_health_t *h, watcher_t *w)
 	}
 	resp.status = status_of(h, w->service);
 	if ((int)resp.status == w->last_sent) {
+		if (h->draining) {
+			/* NOT_SERVING went out: let the shutdown proceed. */
+			watch_unlink(h, w);
+			rpc_call_finish(call, NULL, REAP_OK, NULL);
+			return;
+		}
 		rpc_call_defer(call);
 		return;
 	}

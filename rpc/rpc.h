@@ -14,8 +14,9 @@
  * when the callback returns: handlers copy what they keep.
  *
  * Every callback must end by issuing exactly one of:
- *   rpc_call_send()    server streaming: send a message; on_sent follows,
- *   rpc_call_recv()    client streaming: ask for the next message;
+ *   rpc_call_send()    server streaming and bidi: send a message; on_sent
+ *                      follows,
+ *   rpc_call_recv()    client streaming and bidi: ask for the next message;
  *                      on_message or on_half_close follows,
  *   rpc_call_finish*() send the (optional) response and the status; only
  *                      on_done follows.
@@ -46,6 +47,18 @@ typedef enum {
 	RPC_UNARY = 0,
 	RPC_SERVER_STREAMING = 1,
 	RPC_CLIENT_STREAMING = 2,
+	/* ---- bidirectional streaming ----
+	 * Requests are read one at a time: on_message gets each one and may
+	 * answer with any number of messages, one rpc_call_send per callback
+	 * (on_sent follows each), before asking for the next request with
+	 * rpc_call_recv. When the client half-closes, on_half_close runs and
+	 * may still send before it finishes the call; the call ends with
+	 * rpc_call_finish (its response, if any, is sent as the last message).
+	 * At most one message is in flight and nothing is read ahead, so a call
+	 * holds at most one request and one response: memory stays bounded
+	 * however fast the client sends. rpc_call_recv after on_half_close is
+	 * a programmer error (the call ends with INTERNAL). */
+	RPC_BIDI_STREAMING = 3,
 } rpc_kind_t;
 
 typedef struct rpc_method {
@@ -56,11 +69,11 @@ typedef struct rpc_method {
 	void *ctx;         /* service object, see rpc_call_ctx() */
 	/* unary and server streaming: the request arrived */
 	void (*on_request)(rpc_call_t *call, void *state, const ProtobufCMessage *req);
-	/* client streaming: a message arrived (the first one too) */
+	/* client streaming and bidi: a message arrived (the first one too) */
 	void (*on_message)(rpc_call_t *call, void *state, const ProtobufCMessage *req);
-	/* client streaming: the client closed its side without the handler finishing */
+	/* client streaming and bidi: the client closed its side without the handler finishing */
 	void (*on_half_close)(rpc_call_t *call, void *state);
-	/* server streaming: the previous rpc_call_send completed */
+	/* server streaming and bidi: the previous rpc_call_send completed */
 	void (*on_sent)(rpc_call_t *call, void *state);
 	/* a deferred call was woken (rpc_call_wake), or its client went away
 	 * while it was deferred (then rpc_call_cancelled() is true) */
@@ -78,6 +91,7 @@ typedef struct rpc_server_config {
 	int threads;           /* completion-queue threads; 0 = one per core */
 	size_t max_recv_bytes; /* largest request message; 0 = 8 MiB */
 	size_t max_send_bytes; /* largest response message; 0 = 8 MiB */
+	const struct rpc_tls_server *tls; /* NULL = plaintext; see "TLS" below */
 } rpc_server_config_t;
 
 /** New server (not yet listening); NULL with eb set on failure. */
@@ -88,7 +102,8 @@ rpc_server_t *rpc_server_new(const rpc_server_config_t *cfg, reap_errbuf_t *eb);
  * Before start only (else REAP_E_PRECONDITION). REAP_E_INVALID when a method
  * lacks its path, request descriptor or a handler its kind needs
  * (on_request; plus on_sent for server streaming; on_message and
- * on_half_close for client streaming); REAP_E_EXISTS for a path twice.
+ * on_half_close for client streaming; on_message, on_half_close and on_sent
+ * for bidi); REAP_E_EXISTS for a path twice.
  */
 int rpc_server_add_methods(rpc_server_t *s, const rpc_method_t *methods, size_t n);
 
@@ -110,6 +125,35 @@ void rpc_server_free(rpc_server_t *s);
 size_t rpc_server_max_recv(const rpc_server_t *s);
 size_t rpc_server_max_send(const rpc_server_t *s);
 
+/* ---- call observer (metrics) ---- */
+
+/**
+ * Told about every finished call, exactly once, on the call's server thread
+ * after its status went out (or it failed) and after on_done: method is the
+ * full path ("/pkg.Service/Method"; "(unknown)" for names nobody
+ * registered, so peers cannot grow a metrics label set), grpc_code the final
+ * status (the one sent; when the call broke off, DEADLINE_EXCEEDED if its
+ * deadline had passed, give or take 100 ms, else CANCELLED), seconds the wall time since the call was accepted, bytes_in/out the
+ * serialized message payload received and sent (without framing or
+ * metadata). It must be quick and thread-safe: calls end on every thread.
+ */
+typedef void (*rpc_observer_fn)(void *ctx, const char *method, int grpc_code, double seconds,
+				uint64_t bytes_in, uint64_t bytes_out);
+
+/** Set the observer (fn NULL: none). Before rpc_server_start only; later calls are ignored. */
+void rpc_server_set_observer(rpc_server_t *s, rpc_observer_fn fn, void *ctx);
+
+/* ---- registered services ---- */
+
+/**
+ * Call fn once for every distinct service with a method registered on s
+ * ("build.bazel.remote.execution.v2.ActionCache"), in registration order;
+ * name is valid during the call only. Returns how many there were. Not
+ * concurrently with rpc_server_add_methods (after start it is stable).
+ */
+size_t rpc_server_each_service(const rpc_server_t *s, void (*fn)(void *ctx, const char *name),
+			       void *ctx);
+
 /* ---- inside callbacks ---- */
 
 /** The method's ctx pointer. */
@@ -117,6 +161,9 @@ void *rpc_call_ctx(const rpc_call_t *call);
 
 /** The peer address ("ipv4:127.0.0.1:5555"), valid for the call's life. */
 const char *rpc_call_peer(const rpc_call_t *call);
+
+/** The call's method path, "/package.Service/Method". */
+const char *rpc_call_method(const rpc_call_t *call);
 
 /**
  * First value of request metadata key (lowercase), or NULL. *len gets its
@@ -127,10 +174,10 @@ const char *rpc_call_metadata(const rpc_call_t *call, const char *key, size_t *l
 /** True once the client has cancelled or the deadline passed. */
 bool rpc_call_cancelled(const rpc_call_t *call);
 
-/** Pack msg and send it (server streaming). msg is borrowed and may be freed on return. */
+/** Pack msg and send it (server streaming, bidi). msg is borrowed and may be freed on return. */
 void rpc_call_send(rpc_call_t *call, const ProtobufCMessage *msg);
 
-/** Request the next client message (client streaming). */
+/** Request the next client message (client streaming, bidi). */
 void rpc_call_recv(rpc_call_t *call);
 
 /**
@@ -181,10 +228,48 @@ rpc_health_t *rpc_health_new(void);
 void rpc_health_free(rpc_health_t *h);
 /** Set one service's status ("" is the server as a whole); watchers are told. */
 void rpc_health_set(rpc_health_t *h, const char *service, bool serving);
-/** Set every known service at once (e.g. NOT_SERVING when draining). */
+/** Set every known service at once. */
 void rpc_health_set_all(rpc_health_t *h, bool serving);
+/**
+ * Set "" and every service registered on s (rpc_server_each_service): call
+ * with false before rpc_server_start (NOT_SERVING while starting) and with
+ * true once the server and its backends are ready.
+ */
+void rpc_health_set_server(rpc_health_t *h, const rpc_server_t *s, bool serving);
+/**
+ * Draining: every service, "" and any name asked about become NOT_SERVING
+ * for good (later sets are ignored), and each Watch stream ends with OK
+ * right after it has delivered NOT_SERVING, so watchers learn of the drain
+ * and do not hold up a graceful rpc_server_shutdown. Call it just before
+ * rpc_server_shutdown. Idempotent.
+ */
+void rpc_health_shutdown(rpc_health_t *h);
 /** Its methods (Check, Watch), owned by h, for rpc_server_add_methods. */
 const rpc_method_t *rpc_health_methods(rpc_health_t *h, size_t *n);
+
+/* ---- grpc.reflection.v1alpha / grpc.reflection.v1 ServerReflection ---- */
+
+typedef struct rpc_reflection rpc_reflection_t;
+
+/**
+ * Server reflection (what grpcurl uses to list and describe services) from
+ * the FileDescriptorSet of reap's protos that the build embeds in the
+ * binary (proto/, protoc --include_imports). It answers list_services with
+ * every service registered on s at the time of the request (so add its
+ * methods before rpc_server_start like any other), file_by_filename and
+ * file_containing_symbol (packages' services, methods, messages, nested
+ * messages, enums, fields) with every file the answer depends on, each
+ * once; unknown names get an error_response NOT_FOUND. Both
+ * grpc.reflection.v1alpha (grpcurl 1.8) and grpc.reflection.v1 are served;
+ * their messages are wire-identical. s is borrowed and must outlive the
+ * reflection object. NULL with eb set on failure (the embedded set does
+ * not parse, or out of memory).
+ */
+rpc_reflection_t *rpc_reflection_new(const rpc_server_t *s, reap_errbuf_t *eb);
+/** Free after the server that serves it has shut down. NULL is a no-op. */
+void rpc_reflection_free(rpc_reflection_t *r);
+/** Its methods (ServerReflectionInfo of v1alpha and v1), owned by r, for rpc_server_add_methods. */
+const rpc_method_t *rpc_reflection_methods(rpc_reflection_t *r, size_t *n);
 
 /* ---- status mapping (the one place) ---- */
 
@@ -268,5 +353,57 @@ int rpc_stream_finish(rpc_stream_t *s, rpc_status_t *st);
 
 /** Cancel and free the stream without waiting for a status. */
 void rpc_stream_cancel(rpc_stream_t *s);
+
+/* ---- TLS: server and client credentials, client certificate identity ---- */
+
+/**
+ * Server TLS, in rpc_server_config_t.tls (borrowed; the files are read by
+ * rpc_server_new, which fails with eb naming the setting and the file when
+ * one is missing, unreadable, holds no PEM certificate or key, the key is
+ * encrypted or does not match the certificate).
+ *
+ * client_ca_file NULL: plain TLS, clients are not asked for a certificate.
+ * client_ca_file set: clients are asked for one, and a certificate that is
+ * presented must chain to these CAs or the handshake fails (no handler
+ * runs). require_client_cert: a client without one fails the handshake too;
+ * it needs client_ca_file (else REAP_E_INVALID).
+ */
+typedef struct rpc_tls_server {
+	const char *cert_file;      /* PEM certificate chain, leaf first */
+	const char *key_file;       /* PEM private key of the leaf, unencrypted */
+	const char *client_ca_file; /* PEM CAs for client certificates, or NULL */
+	bool require_client_cert;
+} rpc_tls_server_t;
+
+/** Client TLS for rpc_channel_new_tls (borrowed; read during the call). */
+typedef struct rpc_tls_client {
+	const char *ca_file;   /* PEM CAs for the server certificate; NULL = system roots */
+	const char *cert_file; /* client certificate chain for mTLS, or NULL */
+	const char *key_file;  /* its unencrypted private key; set with cert_file */
+	const char *server_name_override; /* name to verify instead of the target host
+					   * (tests with a "localhost" certificate); NULL = none */
+} rpc_tls_client_t;
+
+/**
+ * The verified client certificate identity of this call: its first subject
+ * alternative name, else its common name. NULL when the call has none:
+ * plaintext, no client certificate, or a server that does not ask for one.
+ * Only certificates that chained to client_ca_file count. Computed once per
+ * call and cached in it; valid for the call's life. From the call's
+ * callbacks (including on_done) only.
+ */
+const char *rpc_call_peer_cert_subject(rpc_call_t *call);
+
+/**
+ * Like rpc_channel_new, over TLS. tls NULL means server verification
+ * against the system roots and no client certificate; never plaintext.
+ * NULL on failure (bad target, a file that cannot be read or holds no
+ * usable PEM, cert_file without key_file or the reverse); the reason is
+ * logged with the file name. The server certificate is always verified,
+ * and connection failures (untrusted server, refused client certificate)
+ * end calls with UNAVAILABLE.
+ */
+rpc_channel_t *rpc_channel_new_tls(const char *target, size_t max_msg_bytes,
+				   const rpc_tls_client_t *tls);
 
 #endif

@@ -83,6 +83,8 @@ typedef enum {
 struct rpc_server {
 	grpc_server *srv;
 	char *listen;
+	grpc_server_credentials *creds; /* TLS (tls.c) until bound; NULL = plaintext */
+	const char *tls_mode;           /* for the log: "plaintext", "tls", ... */
 	size_t max_recv;
 	size_t max_send;
 	int nthreads;
@@ -99,6 +101,8 @@ struct rpc_server {
 	atomic_bool stopping; /* read lock-free by the queue threads */
 	atomic_size_t active; /* accepted calls not yet freed */
 	rpc_tag_t shutdown_tag;
+	rpc_observer_fn observer; /* set before start only (call.c), then read-only */
+	void *observer_ctx;
 };
 
 /* Queue a request for the next call of reg on q (call.c). */

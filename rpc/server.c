@@ -14,6 +14,10 @@
  * for its tag, cancel_all_calls if it did not come, wait for the tag and for
  * our own call objects to be freed, destroy the server, then shut down and
  * drain every queue and join the threads.
+ *
+ * TLS (cfg->tls) is read and checked in rpc_server_new, so a bad
+ * certificate path fails before anything listens; the credentials are
+ * handed to gRPC when the port is bound (tls.c).
  */
 #include <limits.h>
 #include <stdio.h>
@@ -26,6 +30,7 @@
 
 #include "common/log.h"
 #include "rpc/rpc_int.h"
+#include "rpc/tls_int.h"
 
 #define RPC_MAX_THREADS 1024
 
@@ -124,6 +129,7 @@ static int rpc_default_threads(void)
 rpc_server_t *rpc_server_new(const rpc_server_config_t *cfg, reap_errbuf_t *eb)
 {
 	rpc_server_t *s = NULL;
+	grpc_server_credentials *creds = NULL;
 	pthread_condattr_t ca;
 	grpc_arg args[3];
 	grpc_channel_args cargs = {.num_args = 3, .args = args};
@@ -137,18 +143,19 @@ rpc_server_t *rpc_server_new(const rpc_server_config_t *cfg, reap_errbuf_t *eb)
 		reap_errf(eb, REAP_E_INVALID, "rpc: threads or message limits out of range");
 		return NULL;
 	}
+	rpc_grpc_ref();
+	if (cfg->tls != NULL && rpc_tls_server_creds(cfg->tls, &creds, eb) != REAP_OK)
+		goto fail;
 	s = calloc(1, sizeof(*s));
 	if (s == NULL)
 		goto nomem;
 	s->listen = strdup(cfg->listen);
 	s->nthreads = cfg->threads ? cfg->threads : rpc_default_threads();
 	s->cqs = calloc((size_t)s->nthreads, sizeof(*s->cqs));
-	if (s->listen == NULL || s->cqs == NULL) {
-		free(s->listen);
-		free(s->cqs);
-		free(s);
+	if (s->listen == NULL || s->cqs == NULL)
 		goto nomem;
-	}
+	s->creds = creds;
+	s->tls_mode = rpc_tls_server_mode(cfg->tls);
 	s->max_recv = cfg->max_recv_bytes ? cfg->max_recv_bytes : RPC_DEFAULT_SERVER_MAX;
 	s->max_send = cfg->max_send_bytes ? cfg->max_send_bytes : RPC_DEFAULT_SERVER_MAX;
 	s->unknown.m = &rpc_unknown_method;
@@ -161,7 +168,6 @@ rpc_server_t *rpc_server_new(const rpc_server_config_t *cfg, reap_errbuf_t *eb)
 	pthread_cond_init(&s->cv, &ca);
 	pthread_condattr_destroy(&ca);
 
-	rpc_grpc_ref();
 	args[0].type = GRPC_ARG_INTEGER;
 	args[0].key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
 	args[0].value.integer = (int)s->max_recv;
@@ -185,6 +191,15 @@ rpc_server_t *rpc_server_new(const rpc_server_config_t *cfg, reap_errbuf_t *eb)
 	return s;
 nomem:
 	reap_errf(eb, REAP_E_NOMEM, "rpc: out of memory");
+fail:
+	if (s != NULL) {
+		free(s->listen);
+		free(s->cqs);
+		free(s);
+	}
+	if (creds != NULL)
+		grpc_server_credentials_release(creds);
+	rpc_grpc_unref();
 	return NULL;
 }
 
@@ -199,6 +214,9 @@ static int rpc_method_check(const rpc_method_t *m)
 		return m->on_request != NULL && m->on_sent != NULL ? REAP_OK : REAP_E_INVALID;
 	case RPC_CLIENT_STREAMING:
 		return m->on_message != NULL && m->on_half_close != NULL ? REAP_OK : REAP_E_INVALID;
+	case RPC_BIDI_STREAMING:
+		return m->on_message != NULL && m->on_half_close != NULL && m->on_sent != NULL
+			       ? REAP_OK : REAP_E_INVALID;
 	default:
 		return REAP_E_INVALID;
 	}
@@ -227,9 +245,10 @@ int rpc_server_add_methods(rpc_server_t *s, const rpc_method_t *methods, size_t 
 			s->cap_regs = cap;
 		}
 		/* Unary and server-streaming requests arrive with the call;
-		 * client streams are read with explicit RECV_MESSAGE ops. */
-		ph = m->kind == RPC_CLIENT_STREAMING ? GRPC_SRM_PAYLOAD_NONE
-						     : GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER;
+		 * client and bidi streams are read with explicit RECV_MESSAGE ops. */
+		ph = m->kind == RPC_CLIENT_STREAMING || m->kind == RPC_BIDI_STREAMING
+			     ? GRPC_SRM_PAYLOAD_NONE
+			     : GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER;
 		handle = grpc_server_register_method(s->srv, m->path, NULL, ph, 0);
 		if (handle == NULL) {
 			REAP_ERROR("rpc method registered twice", "path=\"%s\"", m->path);
@@ -264,7 +283,9 @@ int rpc_server_start(rpc_server_t *s, int *port, reap_errbuf_t *eb)
 		snprintf(name, sizeof(name), "reap-rpc-%d", i % 10000);
 		pthread_setname_np(q->thread, name);
 	}
-	creds = grpc_insecure_server_credentials_create();
+	/* The server keeps its own reference to the credentials. */
+	creds = s->creds != NULL ? s->creds : grpc_insecure_server_credentials_create();
+	s->creds = NULL;
 	bound = grpc_server_add_http2_port(s->srv, s->listen, creds);
 	grpc_server_credentials_release(creds);
 	if (bound <= 0) {
@@ -287,8 +308,8 @@ int rpc_server_start(rpc_server_t *s, int *port, reap_errbuf_t *eb)
 	}
 	if (port != NULL)
 		*port = bound;
-	REAP_INFO("rpc server listening", "addr=%s port=%d threads=%d methods=%zu", s->listen,
-		  bound, s->nthreads, s->nregs);
+	REAP_INFO("rpc server listening", "addr=%s port=%d threads=%d methods=%zu transport=%s",
+		  s->listen, bound, s->nthreads, s->nregs, s->tls_mode);
 	return REAP_OK;
 fail:
 	/* Not started: no call can exist, the queues hold nothing. */
@@ -389,6 +410,8 @@ void rpc_server_free(rpc_server_t *s)
 			rpc_cq_stop(&s->cqs[i]);
 		grpc_server_destroy(s->srv);
 	}
+	if (s->creds != NULL)
+		grpc_server_credentials_release(s->creds);
 	for (int i = 0; i < s->nthreads; i++) {
 		if (s->cqs[i].cq != NULL)
 			grpc_completion_queue_destroy(s->cqs[i].cq);
