@@ -149,11 +149,12 @@ static void daemon_free(wrk_daemon_t *d)
 	free(d);
 }
 
-static int open_channel(const char *target, const char *token, rpc_channel_t **out,
-			reap_errbuf_t *eb)
+static int open_channel(const char *target, const char *token, const rpc_tls_client_t *tls,
+			rpc_channel_t **out, reap_errbuf_t *eb)
 {
 	char *bearer = NULL;
-	if ((*out = rpc_channel_new(target, 0)) == NULL)
+	*out = tls != NULL ? rpc_channel_new_tls(target, 0, tls) : rpc_channel_new(target, 0);
+	if (*out == NULL)
 		return reap_errf(eb, REAP_E_UNAVAILABLE, "cannot create a channel to %s", target);
 	if (token == NULL)
 		return REAP_OK;
@@ -194,12 +195,12 @@ wrk_daemon_t *wrk_daemon_start(const wrk_config_t *cfg, reap_errbuf_t *eb)
 		goto fail;
 	if ((d->cache = wrk_cache_open(d->cfg.cache_dir, d->cfg.cache_bytes, eb)) == NULL)
 		goto fail;
-	if (open_channel(d->cfg.scheduler, d->cfg.token, &d->sched_ch, eb) != REAP_OK ||
-	    open_channel(d->cfg.scheduler, d->cfg.token, &d->poll_ch, eb) != REAP_OK)
+	if (open_channel(d->cfg.scheduler, d->cfg.token, cfg->tls, &d->sched_ch, eb) != REAP_OK ||
+	    open_channel(d->cfg.scheduler, d->cfg.token, cfg->tls, &d->poll_ch, eb) != REAP_OK)
 		goto fail;
 	if (strcmp(d->cfg.cas, d->cfg.scheduler) == 0)
 		d->cas_ch = d->sched_ch;
-	else if (open_channel(d->cfg.cas, d->cfg.token, &d->cas_ch, eb) != REAP_OK)
+	else if (open_channel(d->cfg.cas, d->cfg.token, cfg->tls, &d->cas_ch, eb) != REAP_OK)
 		goto fail;
 	if ((d->slots = calloc((size_t)d->cfg.slots, sizeof(*d->slots))) == NULL) {
 		reap_errf(eb, REAP_E_NOMEM, "out of memory");

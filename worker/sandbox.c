@@ -30,6 +30,25 @@
  * anything not follow that path (pid 1 not known yet, outer bwrap stuck),
  * the whole process group is killed; --die-with-parent covers the rest.
  *
+ * Identity: when the worker is root, the action must not be host root in a
+ * user namespace (uid 0 without capabilities still owns every root file a
+ * bind shows, and RLIMIT_NPROC does not apply to root). So the spawning
+ * child drops to the sandbox uid (cfg->uid, default 65534) before it execs
+ * bwrap, which then builds its namespaces unprivileged. That uid cannot
+ * traverse the worker's 0700 work folder, so the child first makes a
+ * private mount namespace in which the exec root is bind-mounted at
+ * STAGE_DIR (on a tiny tmpfs over /tmp), and bwrap binds it from there.
+ * The exec root's folders are handed to the sandbox uid before the run;
+ * staged input files stay root's, read-only, so the action cannot chmod
+ * and rewrite the cache's inodes either. A worker that is not root runs
+ * actions as its own uid, mapped into a user namespace.
+ *
+ * Hardening on top of bwrap's namespaces: --unshare-user explicitly and
+ * --disable-userns (no nested user namespaces), --cap-drop ALL,
+ * no_new_privs (bwrap always sets it), a seccomp filter (sandbox_seccomp.c),
+ * --new-session, --die-with-parent, and the limits of sandbox_limits.c
+ * (rlimits set in the child before exec, a watchdog in wait_run).
+ *
  * Threading: wrk_sandbox_run is reentrant; many slots run it at once. Note
  * that --die-with-parent ties the sandbox to the *thread* that spawned it
  * (PR_SET_PDEATHSIG), which is the one waiting for it.
@@ -38,10 +57,10 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -49,11 +68,14 @@
 #include <unistd.h>
 
 #include "common/log.h"
-#include "worker/worker.h"
+#include "worker/worker_int.h"
 
 #define SANDBOX_ROOT "/build"   /* where the exec root appears inside */
 #define ENV_SHIM "/usr/bin/env" /* host path, visible through the ro_paths */
-#define INFO_FD 3               /* bwrap --info-fd inside the spawned process */
+#define INFO_FD WRK_SB_INFO_FD
+#define SECCOMP_FD WRK_SB_SECCOMP_FD
+#define FIRST_FREE_FD WRK_SB_FIRST_FREE_FD
+#define STAGE_DIR WRK_SB_STAGE_DIR
 #define TICK_MS 20              /* how often *cancel is looked at */
 #define KILL_GRACE_MS 5000      /* outer bwrap must exit this soon after pid 1 died */
 #define MAX_WD 4096
@@ -228,30 +250,28 @@ static bool shim_visible(const wrk_sandbox_config_t *cfg)
 	return false;
 }
 
-/*
- * The seam for hard limits (wrk_limits_t): rlimits, a cgroup per action
- * (memory, cpu, pids), a size-capped /build and capped stdout/stderr belong
- * here, and are the sandbox-hardening issue's job. Nothing is enforced yet
- * (beyond the wall-time deadline); configured limits are reported once.
- */
-static int add_limits(argv_buf_t *a, const wrk_limits_t *l, reap_errbuf_t *eb)
+/* /tmp: a tmpfs of tmp_bytes when set (bwrap --size applies to the next --tmpfs). */
+static void add_tmp(argv_buf_t *a, const wrk_limits_t *l)
 {
-	static int warned;
-	if ((l->memory_bytes || l->cpu_seconds || l->disk_bytes || l->pids || l->output_bytes) &&
-	    !__atomic_exchange_n(&warned, 1, __ATOMIC_RELAXED))
-		REAP_WARN("sandbox limits are not enforced yet", "%s", "");
-	return REAP_OK;
+	if (l->tmp_bytes > 0) {
+		char n[32];
+		snprintf(n, sizeof(n), "%llu", (unsigned long long)l->tmp_bytes);
+		arg_add2(a, "--size", n);
+	}
+	arg_add2(a, "--tmpfs", "/tmp");
 }
 
-static int build_argv(argv_buf_t *a, const wrk_sandbox_config_t *cfg, const char *exec_root,
-		      const WRK_RE(Command) *cmd, reap_errbuf_t *eb)
+static int build_argv(argv_buf_t *a, const wrk_sandbox_config_t *cfg, const char *bwrap,
+		      const char *bind_src, const WRK_RE(Command) *cmd, reap_errbuf_t *eb)
 {
 	const char *pwd = NULL;
 	char buf[MAX_WD + 16];
 	int err;
 
-	arg_add(a, cfg->bwrap != NULL ? cfg->bwrap : "bwrap");
+	arg_add(a, bwrap);
 	arg_add(a, "--unshare-all"); /* user(-try), pid, net, ipc, uts, cgroup(-try) */
+	arg_add(a, "--unshare-user"); /* required, not -try: --disable-userns needs it */
+	arg_add(a, "--disable-userns");
 	arg_add(a, "--die-with-parent");
 	arg_add(a, "--new-session");
 	arg_add2(a, "--cap-drop", "ALL");
@@ -268,17 +288,17 @@ static int build_argv(argv_buf_t *a, const wrk_sandbox_config_t *cfg, const char
 		return err;
 	arg_add2(a, "--proc", "/proc");
 	arg_add2(a, "--dev", "/dev");
-	arg_add2(a, "--tmpfs", "/tmp");
+	add_tmp(a, &cfg->limits);
 	arg_add(a, "--bind");
-	arg_add2(a, exec_root, SANDBOX_ROOT);
+	arg_add2(a, bind_src, SANDBOX_ROOT);
 	arg_add2(a, "--remount-ro", "/"); /* the tmpfs bwrap builds the root on */
 	snprintf(buf, sizeof(buf), "%s%s%s", SANDBOX_ROOT, cmd->working_directory[0] ? "/" : "",
 		 cmd->working_directory);
 	arg_add2(a, "--chdir", buf);
 	snprintf(buf, sizeof(buf), "%d", INFO_FD);
 	arg_add2(a, "--info-fd", buf);
-	if ((err = add_limits(a, &cfg->limits, eb)) != REAP_OK)
-		return err;
+	snprintf(buf, sizeof(buf), "%d", SECCOMP_FD);
+	arg_add2(a, "--seccomp", buf);
 	arg_add(a, "--");
 	if (strchr(cmd->arguments[0], '=') == NULL && shim_visible(cfg)) {
 		arg_add(a, ENV_SHIM);
@@ -346,51 +366,14 @@ static int pidfd_open_(pid_t pid)
 	return (int)syscall(SYS_pidfd_open, pid, 0);
 }
 
-/* Move fd to >= 4 (so the dup2s onto 0..3 in the child never collide), close-on-exec. */
+/* Move fd to >= FIRST_FREE_FD (so the dup2s onto 0..4 in the child never collide), close-on-exec. */
 static int high_fd(int fd)
 {
-	if (fd < 0 || fd > INFO_FD)
+	if (fd < 0 || fd >= FIRST_FREE_FD)
 		return fd;
-	int h = fcntl(fd, F_DUPFD_CLOEXEC, INFO_FD + 1);
+	int h = fcntl(fd, F_DUPFD_CLOEXEC, FIRST_FREE_FD);
 	close(fd);
 	return h;
-}
-
-static pid_t spawn(char *const *argv, int in, int out, int err, int info, int *perr)
-{
-	static char *const empty_env[] = {NULL};
-	posix_spawn_file_actions_t fa;
-	posix_spawnattr_t at;
-	sigset_t none, all;
-	pid_t pid = -1;
-
-	sigemptyset(&none);
-	sigfillset(&all);
-	sigdelset(&all, SIGKILL);
-	sigdelset(&all, SIGSTOP);
-	if ((*perr = posix_spawn_file_actions_init(&fa)) != 0)
-		return -1;
-	if ((*perr = posix_spawnattr_init(&at)) != 0) {
-		posix_spawn_file_actions_destroy(&fa);
-		return -1;
-	}
-	/* The worker blocks SIGINT/SIGTERM and ignores SIGPIPE: none of that may leak in. */
-	if ((*perr = posix_spawn_file_actions_adddup2(&fa, in, 0)) == 0 &&
-	    (*perr = posix_spawn_file_actions_adddup2(&fa, out, 1)) == 0 &&
-	    (*perr = posix_spawn_file_actions_adddup2(&fa, err, 2)) == 0 &&
-	    (*perr = posix_spawn_file_actions_adddup2(&fa, info, INFO_FD)) == 0 &&
-	    (*perr = posix_spawn_file_actions_addclosefrom_np(&fa, INFO_FD + 1)) == 0 &&
-	    (*perr = posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
-						       POSIX_SPAWN_SETSIGDEF)) == 0 &&
-	    (*perr = posix_spawnattr_setpgroup(&at, 0)) == 0 &&
-	    (*perr = posix_spawnattr_setsigmask(&at, &none)) == 0 &&
-	    (*perr = posix_spawnattr_setsigdefault(&at, &all)) == 0)
-		*perr = strchr(argv[0], '/') != NULL
-				? posix_spawn(&pid, argv[0], &fa, &at, argv, empty_env)
-				: posix_spawnp(&pid, argv[0], &fa, &at, argv, empty_env);
-	posix_spawnattr_destroy(&at);
-	posix_spawn_file_actions_destroy(&fa);
-	return *perr == 0 ? pid : -1;
 }
 
 /* What we know about a running sandbox. */
@@ -401,6 +384,9 @@ typedef struct running {
 	char info_buf[1024];
 	size_t info_len;
 	int inner;     /* pidfd of the namespace's pid 1, or -1 */
+	pid_t inner_pid;
+	struct rusage ru; /* of the outer bwrap and everything it reaped */
+	wrk_watch_t watch;
 } running_t;
 
 /* The parent pid of pid from /proc, or -1. */
@@ -444,16 +430,18 @@ static void read_info(running_t *r)
 		return;
 	/* The pidfd pins the process; checking its parent after opening it rules out a reused pid. */
 	int fd = pidfd_open_((pid_t)child);
-	if (fd >= 0 && parent_of((pid_t)child) == r->pid)
+	if (fd >= 0 && parent_of((pid_t)child) == r->pid) {
 		r->inner = fd;
-	else if (fd >= 0)
+		r->inner_pid = (pid_t)child;
+		r->watch.init = (pid_t)child;
+	} else if (fd >= 0)
 		close(fd);
 }
 
 /* Reap the outer bwrap if it has exited: true then, with *status set. */
 static bool reaped(running_t *r, int *status)
 {
-	return waitpid(r->pid, status, WNOHANG) == r->pid;
+	return wait4(r->pid, status, WNOHANG, &r->ru) == r->pid;
 }
 
 /* Kill the action's whole tree and reap the outer bwrap. */
@@ -476,7 +464,7 @@ static void kill_tree(running_t *r, int *status)
 	}
 	kill(-r->pid, SIGKILL);
 	kill(r->pid, SIGKILL);
-	while (waitpid(r->pid, status, 0) < 0 && errno == EINTR)
+	while (wait4(r->pid, status, 0, &r->ru) < 0 && errno == EINTR)
 		;
 }
 
@@ -533,18 +521,48 @@ static void wait_run(running_t *r, int64_t deadline, volatile const bool *cancel
 			kill_tree(r, status);
 			return;
 		}
+		out->limit = wrk_watch_check(&r->watch, mono_ms(), out->limit_msg,
+					     sizeof(out->limit_msg));
+		if (out->limit != WRK_LIMIT_NONE) {
+			kill_tree(r, status);
+			return;
+		}
 	}
 }
+
+/* Tasks of this process (its threads count against the uid's RLIMIT_NPROC). */
+static uint64_t own_threads(void)
+{
+	char buf[4096];
+	int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+	ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+	if (fd >= 0)
+		close(fd);
+	if (n <= 0)
+		return 64;
+	buf[n] = '\0';
+	const char *p = strstr(buf, "\nThreads:");
+	return p != NULL ? strtoull(p + 9, NULL, 10) : 64;
+}
+
+static const char *const stage_what[] = {
+	"cannot mount the exec root privately", "cannot switch to the sandbox uid",
+	"cannot set the resource limits", "cannot start",
+};
 
 int wrk_sandbox_run(const wrk_sandbox_config_t *cfg, const char *exec_root,
 		    const WRK_RE(Command) *cmd, int64_t timeout_ms, const char *stdout_path,
 		    const char *stderr_path, volatile const bool *cancel, wrk_run_result_t *out,
 		    reap_errbuf_t *eb)
 {
+	static int logged;
 	argv_buf_t a = {0};
 	running_t r = {.pid = -1, .pidfd = -1, .info = -1, .inner = -1};
-	int in = -1, fo = -1, fe = -1, pipefd[2] = {-1, -1}, status = 0, perr, err;
+	wrk_spawn_plan_t plan = {0};
+	int in = -1, fo = -1, fe = -1, sfd = -1, pipefd[2] = {-1, -1}, status = 0, perr, stage, err;
 	const int oflags = O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC;
+	char bwrap[MAX_WD];
+	int64_t disk_base = 0;
 	struct stat st;
 
 	memset(out, 0, sizeof(*out));
@@ -554,9 +572,30 @@ int wrk_sandbox_run(const wrk_sandbox_config_t *cfg, const char *exec_root,
 		err = reap_errf(eb, REAP_E_INVALID, "exec root %s is not a directory", exec_root);
 		goto out;
 	}
-	if ((err = build_argv(&a, cfg, exec_root, cmd, eb)) != REAP_OK)
+	if ((perr = wrk_sb_resolve(cfg->bwrap != NULL ? cfg->bwrap : "bwrap", bwrap,
+				  sizeof(bwrap))) != 0) {
+		err = reap_errf(eb, REAP_E_IO, "cannot start %s: %s",
+				cfg->bwrap != NULL ? cfg->bwrap : "bwrap", strerror(perr));
+		goto out;
+	}
+	plan.drop = geteuid() == 0;
+	plan.uid = cfg->uid != 0 ? cfg->uid : WRK_SANDBOX_DEFAULT_ID;
+	plan.gid = cfg->gid != 0 ? cfg->gid : WRK_SANDBOX_DEFAULT_ID;
+	if ((err = build_argv(&a, cfg, bwrap, plan.drop ? STAGE_DIR : exec_root, cmd, eb)) !=
+	    REAP_OK)
 		goto out;
 	ensure_working_dir(exec_root, cmd->working_directory);
+	/* the folders go to the sandbox uid; the walk also measures the root before the run */
+	if (plan.drop || cfg->limits.disk_bytes > 0) {
+		disk_base = wrk_tree_usage(exec_root, plan.drop, plan.uid, plan.gid);
+		if (disk_base < 0 || (plan.drop && disk_base == INT64_MAX)) {
+			err = reap_errf(eb, REAP_E_IO, "cannot prepare the exec root %s for the sandbox",
+					exec_root);
+			goto out;
+		}
+	}
+	if (!__atomic_exchange_n(&logged, 1, __ATOMIC_RELAXED))
+		REAP_INFO("sandbox limits", "%s", wrk_sandbox_mechanisms(cfg));
 
 	in = high_fd(open("/dev/null", O_RDONLY | O_CLOEXEC));
 	fo = high_fd(open(stdout_path, oflags, 0600));
@@ -566,6 +605,13 @@ int wrk_sandbox_run(const wrk_sandbox_config_t *cfg, const char *exec_root,
 				strerror(errno));
 		goto out;
 	}
+	if ((sfd = wrk_seccomp_fd(eb)) < 0) {
+		err = sfd;
+		sfd = -1;
+		goto out;
+	}
+	sfd = high_fd(sfd);
+	plan.exec_root = exec_root;
 	if (pipe2(pipefd, O_CLOEXEC) != 0 || (pipefd[0] = high_fd(pipefd[0])) < 0 ||
 	    (pipefd[1] = high_fd(pipefd[1])) < 0) {
 		err = reap_errf(eb, REAP_E_IO, "pipe: %s", strerror(errno));
@@ -580,12 +626,22 @@ int wrk_sandbox_run(const wrk_sandbox_config_t *cfg, const char *exec_root,
 						a.v[i]);
 		REAP_DEBUG("sandbox", "argv=\"%s\"", line);
 	}
+	plan.path = bwrap;
+	plan.argv = a.v;
+	plan.fds[0] = in;
+	plan.fds[1] = fo;
+	plan.fds[2] = fe;
+	plan.fds[INFO_FD] = pipefd[1];
+	plan.fds[SECCOMP_FD] = sfd;
+	/* as root the uid is the sandbox's own; otherwise this worker's threads share it */
+	wrk_rlimits_for(&cfg->limits, plan.drop ? 0 : own_threads(), &plan.rl);
+	wrk_watch_init(&r.watch, &cfg->limits, exec_root, fo, fe, disk_base);
 
 	out->start_ns = real_ns();
 	int64_t deadline = timeout_ms > 0 ? mono_ms() + timeout_ms : 0;
-	if ((r.pid = spawn(a.v, in, fo, fe, pipefd[1], &perr)) < 0) {
-		err = reap_errf(eb, perr == E2BIG ? REAP_E_INVALID : REAP_E_IO, "cannot start %s: %s",
-				a.v[0], strerror(perr));
+	if ((r.pid = wrk_sb_spawn(&plan, &perr, &stage)) < 0) {
+		err = reap_errf(eb, perr == E2BIG ? REAP_E_INVALID : REAP_E_IO, "%s %s: %s",
+				stage_what[stage], stage == 3 ? bwrap : "", strerror(perr));
 		goto out;
 	}
 	close(pipefd[1]);
@@ -598,6 +654,21 @@ int wrk_sandbox_run(const wrk_sandbox_config_t *cfg, const char *exec_root,
 	out->end_ns = real_ns();
 	out->exit_code = WIFEXITED(status) ? WEXITSTATUS(status)
 		       : WIFSIGNALED(status) ? 128 + WTERMSIG(status) : -1;
+	out->cpu_ms = (uint64_t)(r.ru.ru_utime.tv_sec + r.ru.ru_stime.tv_sec) * 1000 +
+		      (uint64_t)(r.ru.ru_utime.tv_usec + r.ru.ru_stime.tv_usec) / 1000;
+	if (r.watch.cpu_ms > out->cpu_ms)
+		out->cpu_ms = r.watch.cpu_ms;
+	if (out->limit == WRK_LIMIT_NONE && !out->timed_out && !out->cancelled)
+		out->limit = wrk_watch_final(&r.watch, status, out->cpu_ms, out->limit_msg,
+					     sizeof(out->limit_msg));
+	if (out->limit != WRK_LIMIT_NONE) {
+		REAP_INFO("action hit a limit", "msg=\"%s\"", out->limit_msg);
+		wrk_watch_report(&r.watch, out->limit_msg);
+	} else if (out->timed_out) {
+		char msg[64];
+		snprintf(msg, sizeof(msg), "wall-time limit of %lld ms", (long long)timeout_ms);
+		wrk_watch_report(&r.watch, msg);
+	}
 	err = REAP_OK;
 out:
 	if (r.info >= 0)
@@ -615,6 +686,8 @@ out:
 		close(fo);
 	if (fe >= 0)
 		close(fe);
+	if (sfd >= 0)
+		close(sfd);
 	argv_free(&a);
 	return err;
 }

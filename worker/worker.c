@@ -532,6 +532,8 @@ static void execute(lease_run_t *lr, wrk_cas_t *cas, outcome_t *o)
 	} else if (run.timed_out) {
 		set_status(o, GOOGLE__RPC__CODE__DEADLINE_EXCEEDED,
 			   "the action timed out after %lld ms", (long long)timeout_ms(d, action));
+	} else if (run.limit != WRK_LIMIT_NONE) { /* killed at a hard limit: never cached */
+		set_status(o, GOOGLE__RPC__CODE__RESOURCE_EXHAUSTED, "%s", run.limit_msg);
 	}
 out:
 	wrk_staged_destroy(&staged);
@@ -656,6 +658,7 @@ void *wrk_slot_main(void *arg)
 
 	req.worker_name = (char *)d->cfg.name;
 	req.platform = &d->offer;
+	req.toolchain = (char *)(d->cfg.toolchain != NULL ? d->cfg.toolchain : "");
 	req.wait_ms = POLL_WAIT_MS;
 	while (!stopping(d)) {
 		Reap__V1__PollResponse *resp = NULL;

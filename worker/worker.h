@@ -140,26 +140,57 @@ void wrk_result_free_outputs(WRK_RE(ActionResult) *ar);
 /* ------------------------------------------------------------------ */
 /* Sandbox (sandbox.c): run one command under bubblewrap.              */
 
-/** Hard limits: a seam for the sandbox-hardening work; 0 = none. */
+/**
+ * Hard limits of one action; 0 = none. How each is enforced (sandbox.c,
+ * sandbox_limits.c): per-process rlimits set before bwrap is exec'd
+ * (inherited by everything in the sandbox) are the hard backstop, and a
+ * watchdog that samples the sandbox's process tree turns a limit reached by
+ * the tree as a whole into a kill with a reason (wrk_run_result_t.limit).
+ */
 typedef struct wrk_limits {
-	uint64_t memory_bytes;
-	uint64_t cpu_seconds;
-	uint64_t disk_bytes;
-	uint64_t pids;
-	uint64_t output_bytes;
+	uint64_t memory_bytes; /* RLIMIT_AS per process; resident memory of the whole tree */
+	uint64_t cpu_seconds;  /* RLIMIT_CPU per process; CPU time of the whole tree */
+	uint64_t disk_bytes;   /* new data in the exec root (sampled); RLIMIT_FSIZE per file */
+	uint64_t tmp_bytes;    /* size of the sandbox's /tmp (a RAM-backed tmpfs) */
+	uint64_t pids;         /* RLIMIT_NPROC of the sandbox uid; tasks in the tree */
+	uint64_t output_bytes; /* stdout and stderr, each */
 } wrk_limits_t;
+
+/** Which limit ended an action. */
+typedef enum wrk_limit_kind {
+	WRK_LIMIT_NONE = 0,
+	WRK_LIMIT_CPU,
+	WRK_LIMIT_MEMORY,
+	WRK_LIMIT_DISK,
+	WRK_LIMIT_PIDS,
+	WRK_LIMIT_OUTPUT,
+} wrk_limit_kind_t;
+
+/** The uid and gid the sandbox runs as when the worker is root and uid is 0 here. */
+#define WRK_SANDBOX_DEFAULT_ID 65534
 
 typedef struct wrk_sandbox_config {
 	const char *bwrap;                /* path to bwrap; NULL = "bwrap" from PATH */
 	const char *const *ro_paths;      /* host paths visible read-only (e.g. /usr, /bin, /lib, /lib64, /etc/alternatives) */
 	size_t n_ro_paths;
 	wrk_limits_t limits;
+	/*
+	 * Host uid/gid of the sandbox when the worker runs as root: bwrap is
+	 * started as this user, so the action is an unprivileged host user
+	 * (0 = WRK_SANDBOX_DEFAULT_ID). Ignored when the worker is not root
+	 * (then the action runs as the worker's own uid).
+	 */
+	uid_t uid;
+	gid_t gid;
 } wrk_sandbox_config_t;
 
 typedef struct wrk_run_result {
 	int exit_code;      /* the command's exit status, or 128+signal */
 	bool timed_out;     /* killed at the deadline */
 	bool cancelled;     /* killed because *cancel became true */
+	wrk_limit_kind_t limit; /* killed (or failed) because it reached this limit */
+	char limit_msg[256];    /* what happened, for the status message (also appended to stderr) */
+	uint64_t cpu_ms;        /* CPU time of the whole tree (user + system) */
 	int64_t start_ns, end_ns; /* CLOCK_REALTIME */
 } wrk_run_result_t;
 
@@ -169,13 +200,21 @@ typedef struct wrk_run_result {
  * stdout and stderr to the files stdout_path and stderr_path, no network,
  * new user/pid/ipc/uts namespaces, a fresh /tmp and /proc, and the whole
  * process tree killed at timeout_ms (0 = none) or when *cancel turns true
- * (polled). Returns 0 when the command ran (whatever its exit), or an error
- * when it could not be started (REAP_E_INVALID for a bad Command).
+ * (polled). Limits (cfg->limits) are enforced as described at wrk_limits_t;
+ * an action that reaches one is killed, out->limit and out->limit_msg say
+ * which, and the message is appended to its stderr file (stdout and stderr
+ * are truncated to output_bytes). A seccomp filter denies ptrace, mounts,
+ * namespaces, kexec, modules, keyrings, bpf, perf and userfaultfd (EPERM).
+ * Returns 0 when the command ran (whatever its exit), or an error when it
+ * could not be started (REAP_E_INVALID for a bad Command).
  */
 int wrk_sandbox_run(const wrk_sandbox_config_t *cfg, const char *exec_root,
 		    const WRK_RE(Command) *cmd, int64_t timeout_ms, const char *stdout_path,
 		    const char *stderr_path, volatile const bool *cancel, wrk_run_result_t *out,
 		    reap_errbuf_t *eb);
+
+/** A one-line account of the mechanism enforcing each limit on this host (static storage). */
+const char *wrk_sandbox_mechanisms(const wrk_sandbox_config_t *cfg);
 
 /* ------------------------------------------------------------------ */
 /* The daemon (worker.c): the lease loop.                              */
@@ -185,6 +224,7 @@ typedef struct wrk_config {
 	const char *cas;         /* host:port of the CAS (often the same) */
 	const char *name;        /* worker name */
 	const char *token;       /* bearer token for the scheduler and CAS, or NULL */
+	const rpc_tls_client_t *tls; /* TLS to the scheduler and CAS; NULL = plaintext */
 	int slots;               /* actions at once; 0 = cores */
 	const char *work_dir;    /* per-action exec roots */
 	const char *cache_dir;   /* the file cache */
@@ -192,8 +232,19 @@ typedef struct wrk_config {
 	int64_t default_timeout_ms; /* when the Action has none */
 	const char *const *platform; /* "name=value" properties offered */
 	size_t n_platform;
+	const char *toolchain;       /* fingerprint sent with every poll (wrk_toolchain_fingerprint) */
 	wrk_sandbox_config_t sandbox;
 } wrk_config_t;
+
+/**
+ * The toolchain fingerprint: "id:" + declared_id when one is given (an image
+ * id), else "sha256:" + a digest over the metadata (path, type, mode, size,
+ * mtime, symlink target) of every entry under the read-only toolchain paths,
+ * walked in sorted order without following symlinks. Any change to a
+ * compiler, library or header there changes it. out holds 80+ bytes.
+ */
+int wrk_toolchain_fingerprint(const char *const *ro_paths, size_t n, const char *declared_id,
+			      char *out, size_t out_len, reap_errbuf_t *eb);
 
 typedef struct wrk_daemon wrk_daemon_t;
 

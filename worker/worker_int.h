@@ -19,6 +19,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 
@@ -280,6 +281,87 @@ int wrk_rm_tree(const char *path);
 
 /* Remove what a previous run left in work_dir (lease folders and the self-test). */
 void wrk_clean_work_dir(const char *work_dir);
+
+/* ---- the sandbox (sandbox.c, sandbox_limits.c, sandbox_seccomp.c) ---- */
+
+/* A fresh memfd (offset 0) holding the seccomp BPF program for bwrap --seccomp; or an error. */
+int wrk_seccomp_fd(reap_errbuf_t *eb);
+
+/* The rlimits of a limits set, computed before fork so the child only calls setrlimit. */
+#define WRK_MAX_RLIMITS 6
+typedef struct wrk_rlimits {
+	int n;
+	int resource[WRK_MAX_RLIMITS];
+	struct rlimit value[WRK_MAX_RLIMITS];
+} wrk_rlimits_t;
+
+/* rlimits for lim; extra_tasks: tasks of the sandbox uid that are not the action's own. */
+void wrk_rlimits_for(const wrk_limits_t *lim, uint64_t extra_tasks, wrk_rlimits_t *out);
+
+/*
+ * Walk the exec root without following links: with chown, give every folder
+ * to uid:gid (so an unprivileged sandbox can write where the worker staged);
+ * return the bytes it occupies (a file's blocks divided among its links, so
+ * hardlinked inputs count in part and extra links to one file add nothing).
+ * -1 when it cannot be opened.
+ */
+int64_t wrk_tree_usage(const char *exec_root, bool chown_dirs, uid_t uid, gid_t gid);
+
+/* Descriptors of the spawned bwrap, and where a root worker shows it the exec root. */
+#define WRK_SB_INFO_FD 3                /* bwrap --info-fd */
+#define WRK_SB_SECCOMP_FD 4             /* bwrap --seccomp */
+#define WRK_SB_FIRST_FREE_FD 5          /* descriptors from here on are closed at exec */
+#define WRK_SB_STAGE_MNT "/tmp"         /* the child's private tmpfs (its own mount namespace) */
+#define WRK_SB_STAGE_DIR "/tmp/build"   /* the exec root, bound for an unprivileged bwrap */
+
+/* Everything the spawning child needs, prepared before fork (sandbox_spawn.c). */
+typedef struct wrk_spawn_plan {
+	const char *path;          /* bwrap, resolved */
+	char *const *argv;
+	int fds[WRK_SB_FIRST_FREE_FD];    /* become 0..4: stdin, stdout, stderr, info, seccomp */
+	bool drop;                 /* root: private mount of the exec root, then become uid:gid */
+	const char *exec_root;
+	uid_t uid;
+	gid_t gid;
+	wrk_rlimits_t rl;
+} wrk_spawn_plan_t;
+
+/* Fork and exec the plan: the pid, or -1 with *perr (errno) and *stage (an index of what failed:
+ * 0 private mount, 1 identity, 2 rlimits, 3 exec). */
+pid_t wrk_sb_spawn(const wrk_spawn_plan_t *p, int *perr, int *stage);
+
+/* bwrap as a path: name when it holds a '/', else looked up in the worker's PATH; 0 or errno. */
+int wrk_sb_resolve(const char *name, char *out, size_t cap);
+
+/* A running sandbox measured against its limits (sandbox_limits.c). */
+typedef struct wrk_watch {
+	const wrk_limits_t *lim;
+	const char *exec_root;
+	pid_t init;               /* host pid of the namespace's pid 1; 0 until known */
+	int out_fd, err_fd;       /* the stdio files (borrowed) */
+	int64_t disk_base;        /* usage of the exec root before the run */
+	int64_t next_tree_ms, next_disk_ms, disk_every_ms;
+	uint64_t cpu_ms;          /* CPU time of the tree at the last sample */
+	uint64_t peak_rss, peak_tasks;
+	bool tree_ok;             /* /proc/PID/task/TID/children works here */
+} wrk_watch_t;
+
+void wrk_watch_init(wrk_watch_t *w, const wrk_limits_t *lim, const char *exec_root, int out_fd,
+		    int err_fd, int64_t disk_base);
+
+/* Check what is due at now_ms; a limit reached: its kind, msg filled. */
+wrk_limit_kind_t wrk_watch_check(wrk_watch_t *w, int64_t now_ms, char *msg, size_t cap);
+
+/*
+ * After the run (status: the outer bwrap's wait status; cpu_ms: its
+ * rusage): the limits the action reached while exiting on its own
+ * (SIGXCPU, SIGXFSZ, the exec root's final size, stdio sizes).
+ */
+wrk_limit_kind_t wrk_watch_final(wrk_watch_t *w, int status, uint64_t cpu_ms, char *msg,
+				 size_t cap);
+
+/* Cut stdout and stderr to output_bytes and append "reap: msg" to stderr. */
+void wrk_watch_report(wrk_watch_t *w, const char *msg);
 
 /* ---- the daemon (daemon.c, worker.c) ---- */
 

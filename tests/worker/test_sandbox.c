@@ -419,3 +419,29 @@ Test(sandbox, missing_bwrap)
 	cr_assert_eq(run("", std_env, argv, 30000, NULL, &res), REAP_E_IO);
 	sb_cfg = saved;
 }
+
+/* A root worker's action is an unprivileged host uid that owns the folders, not the staged files. */
+Test(sandbox, root_worker_runs_actions_as_the_sandbox_uid)
+{
+	if (geteuid() != 0)
+		cr_skip_test("the worker is not root here: actions run as its own uid");
+	char staged[400];
+	snprintf(staged, sizeof(staged), "%s/input.txt", root);
+	FILE *f = fopen(staged, "w");
+	fputs("input\n", f);
+	fclose(f);
+	cr_assert_eq(chmod(staged, 0644), 0);
+	cr_assert_str_eq(sh_ok("id -u; (echo x >> input.txt) 2>/dev/null || echo ro; "
+			       "chmod 0666 input.txt 2>/dev/null || echo nochmod; echo new > made"),
+			 "65534\nro\nnochmod\n");
+	struct stat st;
+	char made[400];
+	snprintf(made, sizeof(made), "%s/made", root);
+	cr_assert_eq(stat(made, &st), 0);
+	cr_assert_eq(st.st_uid, WRK_SANDBOX_DEFAULT_ID);
+	cr_assert_eq(stat(root, &st), 0);
+	cr_assert_eq(st.st_uid, WRK_SANDBOX_DEFAULT_ID);
+	cr_assert_eq(stat(staged, &st), 0);
+	cr_assert_eq(st.st_uid, 0);
+	cr_assert_str_eq(slurp(staged), "input\n");
+}
