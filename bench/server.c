@@ -167,8 +167,10 @@ int bench_server_spawn(bench_ctx_t *c, const char *path)
 		argv[n++] = "127.0.0.1:0";
 		argv[n++] = "--data";
 		argv[n++] = srv_dir;
-		argv[n++] = "--ac-writers";
-		argv[n++] = "anonymous";
+		argv[n++] = "--anonymous-role"; /* the bench writes the AC directly */
+		argv[n++] = "writer";
+		argv[n++] = "--metrics";
+		argv[n++] = "off";
 		argv[n++] = "--log-level";
 		argv[n++] = "warn";
 		if (c->o.no_sync)

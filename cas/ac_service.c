@@ -3,13 +3,16 @@
  *
  * Reads are complete or absent: an entry is served only when every blob it
  * references (output files, stdout/stderr, output trees and the files in
- * them) is still in the CAS; otherwise the answer is NOT_FOUND, so a client
- * re-runs the action instead of failing on a download.
+ * them) is still in the CAS and visible in the entry's instance
+ * (cas_visible); otherwise the answer is NOT_FOUND, so a client re-runs the
+ * action instead of failing on a download.
  *
  * Writes go through the authorization hook (only allowed identities may
  * write the cache), are validated, must reference only blobs already in the
- * CAS (FAILED_PRECONDITION with the missing ones otherwise), and inline raw
- * stdout/stderr/file contents are moved into the CAS so entries stay small.
+ * CAS and visible in the instance written (FAILED_PRECONDITION with the
+ * missing ones otherwise: naming another tenant's blob by digest proves
+ * nothing), and inline raw stdout/stderr/file contents are moved into the
+ * CAS, granted to the instance, so entries stay small.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -142,7 +145,7 @@ int cas_ac_lookup(cas_service_t *svc, const char *instance, const reap_digest_t 
 			err = REAP_E_NOMEM;
 			goto out;
 		}
-		err = cas_store_find(svc->store, l.d, l.n, present);
+		err = cas_visible(svc, instance, l.d, l.n, present, eb);
 		for (size_t i = 0; err == REAP_OK && i < l.n; i++)
 			if (!present[i])
 				err = reap_errf(eb, REAP_E_NOT_FOUND,
@@ -199,8 +202,8 @@ out:
  * raw's length is zeroed so it is not packed (its memory stays with its
  * owner); a digest pointed at slot must be reset by the caller afterwards.
  */
-static int spill_raw(cas_service_t *svc, ProtobufCBinaryData *raw, RE(Digest) **digest,
-		     RE(Digest) *slot, char hex[65], reap_errbuf_t *eb)
+static int spill_raw(cas_service_t *svc, const char *instance, ProtobufCBinaryData *raw,
+		     RE(Digest) **digest, RE(Digest) *slot, char hex[65], reap_errbuf_t *eb)
 {
 	reap_digest_t d;
 	int err;
@@ -209,7 +212,7 @@ static int spill_raw(cas_service_t *svc, ProtobufCBinaryData *raw, RE(Digest) **
 	if (*digest == NULL) {
 		err = reap_digest_of(raw->data, raw->len, &d);
 		if (err == REAP_OK)
-			err = cas_store_put(svc->store, &d, raw->data, raw->len, eb);
+			err = cas_store_put(svc->store, instance, &d, raw->data, raw->len, eb);
 		if (err != REAP_OK)
 			return err;
 		cas_digest_to_pb(&d, slot, hex);
@@ -255,9 +258,10 @@ int cas_ac_write(cas_service_t *svc, const char *instance, const reap_digest_t *
 
 	*missing = NULL;
 	*n_missing = 0;
-	err = spill_raw(svc, &ar->stdout_raw, &ar->stdout_digest, &out_slot, out_hex, eb);
+	err = spill_raw(svc, instance, &ar->stdout_raw, &ar->stdout_digest, &out_slot, out_hex, eb);
 	if (err == REAP_OK)
-		err = spill_raw(svc, &ar->stderr_raw, &ar->stderr_digest, &err_slot, err_hex, eb);
+		err = spill_raw(svc, instance, &ar->stderr_raw, &ar->stderr_digest, &err_slot, err_hex,
+				eb);
 	if (err == REAP_OK)
 		err = result_check(svc, ar, &l, eb);
 	if (err != REAP_OK)
@@ -267,7 +271,7 @@ int cas_ac_write(cas_service_t *svc, const char *instance, const reap_digest_t *
 			err = REAP_E_NOMEM;
 			goto out;
 		}
-		err = cas_store_find(svc->store, l.d, l.n, present);
+		err = cas_visible(svc, instance, l.d, l.n, present, eb);
 		if (err != REAP_OK)
 			goto out;
 		for (size_t i = 0; i < l.n; i++)
@@ -278,7 +282,7 @@ int cas_ac_write(cas_service_t *svc, const char *instance, const reap_digest_t *
 			*n_missing = nmiss;
 			l.d = NULL;
 			err = reap_errf(eb, REAP_E_PRECONDITION,
-					"%zu blob(s) the result references are not in the CAS", nmiss);
+					"%zu blob(s) the result references are not in the CAS of this instance", nmiss);
 			goto out;
 		}
 	}

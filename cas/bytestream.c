@@ -6,8 +6,16 @@
  * in; the blob becomes visible only when finish_write arrives and the digest
  * matches. An interrupted write stays in the upload table (keyed by its
  * resource name) for upload_idle_s, so the client can ask QueryWriteStatus
- * and continue from committed_size. Writes that already exist return at
- * once. Memory per stream is bounded by the store writer's buffer.
+ * and continue from committed_size. Memory per stream is bounded by the
+ * store writer's buffer.
+ *
+ * Tenant scoping: a committed write grants the resource's instance read
+ * access (the store does it once the content is verified). A write of a
+ * blob already visible in that instance returns at once, as the spec
+ * allows; a blob stored only for another tenant does not: the client must
+ * send all of it, which is its proof of possession. Reads and
+ * QueryWriteStatus answer NOT_FOUND for blobs not visible in the instance,
+ * exactly as for blobs not stored.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -22,7 +30,8 @@
 struct cas_upload {
 	cas_upload_t *next;
 	char *name;
-	cas_resource_t res;
+	cas_resource_t res; /* res.instance points at instance below */
+	char instance[REAP_INSTANCE_MAX + 1];
 	cas_writer_t *w;
 	cas_unzstd_t *u;  /* compressed uploads only */
 	int64_t committed; /* resource bytes received (compressed bytes if compressed) */
@@ -31,6 +40,16 @@ struct cas_upload {
 };
 
 /* ---- the upload table ---- */
+
+/* A resource's instance name, NUL-terminated (cas_resource_parse bounds its length). */
+static void instance_copy(const cas_resource_t *res, char out[REAP_INSTANCE_MAX + 1])
+{
+	size_t n = res->instance_len < REAP_INSTANCE_MAX ? res->instance_len : REAP_INSTANCE_MAX;
+
+	if (n > 0)
+		memcpy(out, res->instance, n);
+	out[n] = '\0';
+}
 
 static void upload_free(cas_upload_t *up)
 {
@@ -52,7 +71,7 @@ static int upload_reset(cas_service_t *svc, cas_upload_t *up, reap_errbuf_t *eb)
 	up->committed = 0;
 	if (up->res.compressed && (up->u = cas_unzstd_new()) == NULL)
 		return REAP_E_NOMEM;
-	return cas_writer_new(svc->store, &up->res.digest, &up->w, eb);
+	return cas_writer_new(svc->store, up->instance, &up->res.digest, &up->w, eb);
 }
 
 /* Caller holds uploads_mu. Drops idle uploads older than the idle limit. */
@@ -119,6 +138,8 @@ static int upload_acquire(cas_service_t *svc, const char *name, const cas_resour
 		goto out;
 	}
 	up->res = *res;
+	instance_copy(res, up->instance);
+	up->res.instance = up->instance;
 	up->busy = true;
 	err = upload_reset(svc, up, eb);
 	if (err != REAP_OK) {
@@ -189,6 +210,7 @@ static int write_start(rpc_call_t *call, write_state_t *st,
 		       reap_errbuf_t *eb)
 {
 	cas_service_t *svc = rpc_call_ctx(call);
+	char instance[REAP_INSTANCE_MAX + 1];
 	cas_resource_t res;
 	int err;
 
@@ -200,8 +222,9 @@ static int write_start(rpc_call_t *call, write_state_t *st,
 		return err;
 	if (req->write_offset < 0)
 		return reap_errf(eb, REAP_E_INVALID, "write_offset is negative");
-	if (cas_store_has(svc->store, &res.digest) == REAP_OK) {
-		/* Already stored: the spec's early return. */
+	instance_copy(&res, instance);
+	if (cas_visible_one(svc, instance, &res.digest) == REAP_OK) {
+		/* Already readable here: the spec's early return. */
 		write_reply(call, res.compressed ? -1 : res.digest.size);
 		*done = true;
 		return REAP_OK;
@@ -296,6 +319,7 @@ static void query_write_status(rpc_call_t *call, void *state, const ProtobufCMes
 	Google__Bytestream__QueryWriteStatusResponse resp =
 		GOOGLE__BYTESTREAM__QUERY_WRITE_STATUS_RESPONSE__INIT;
 	reap_errbuf_t eb = {{0}};
+	char instance[REAP_INSTANCE_MAX + 1];
 	cas_resource_t res;
 	int err;
 
@@ -304,7 +328,8 @@ static void query_write_status(rpc_call_t *call, void *state, const ProtobufCMes
 		err = cas_admit(svc, call, res.instance, res.instance_len, 0, AUTH_CAS_WRITE, NULL, &eb);
 	if (err != REAP_OK)
 		goto out;
-	if (cas_store_has(svc->store, &res.digest) == REAP_OK) {
+	instance_copy(&res, instance);
+	if (cas_visible_one(svc, instance, &res.digest) == REAP_OK) {
 		resp.committed_size = res.compressed ? -1 : res.digest.size;
 		resp.complete = true;
 		goto out;
@@ -432,6 +457,7 @@ static void read_request(rpc_call_t *call, void *state, const ProtobufCMessage *
 	cas_service_t *svc = rpc_call_ctx(call);
 	read_state_t *st = state;
 	reap_errbuf_t eb = {{0}};
+	char instance[REAP_INSTANCE_MAX + 1];
 	cas_resource_t res;
 	int err;
 
@@ -448,7 +474,10 @@ static void read_request(rpc_call_t *call, void *state, const ProtobufCMessage *
 		err = reap_errf(&eb, REAP_E_INVALID, "read_limit is negative");
 		goto fail;
 	}
-	err = cas_reader_open(svc->store, &res.digest, &st->r);
+	instance_copy(&res, instance);
+	err = cas_visible_one(svc, instance, &res.digest);
+	if (err == REAP_OK)
+		err = cas_reader_open(svc->store, &res.digest, &st->r);
 	if (err != REAP_OK) {
 		char hex[REAP_HASH_HEX_LEN + 1];
 		reap_digest_hex(&res.digest, hex);

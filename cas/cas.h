@@ -60,8 +60,27 @@ int cas_admit(cas_service_t *svc, rpc_call_t *call, const char *instance, size_t
 	      int digest_function, auth_perm_t perm, auth_identity_t *id, reap_errbuf_t *eb);
 
 /**
+ * Which of n digests a caller in instance may read: present[i] is true when
+ * blob i is stored AND was uploaded to (or produced in) instance or a
+ * parent prefix the policy marks shared (auth_read_scopes). Knowing a
+ * digest is not proof of having the data: whatever is not visible must be
+ * treated as missing (and uploaded again by the caller, which is how it
+ * proves possession). The empty blob is always visible. Batched; refreshes
+ * the last use of visible blobs. 0, or an error with eb set.
+ */
+int cas_visible(cas_service_t *svc, const char *instance, const reap_digest_t *ds, size_t n,
+		bool *present, reap_errbuf_t *eb);
+
+/**
+ * Identify the caller of call (no permission check: for services that
+ * check per item, like the WorkerQueue per instance). Refusals are audited.
+ */
+int cas_identify(cas_service_t *svc, rpc_call_t *call, auth_identity_t *id, reap_errbuf_t *eb);
+
+/**
  * The ActionCache entry for (instance, action), only if every blob it
- * references is still stored (else REAP_E_NOT_FOUND). Free *out with
+ * references is still stored and visible in instance (cas_visible; else
+ * REAP_E_NOT_FOUND). Free *out with
  * build__bazel__remote__execution__v2__action_result__free_unpacked.
  */
 int cas_ac_lookup(cas_service_t *svc, const char *instance, const reap_digest_t *action,
@@ -69,9 +88,11 @@ int cas_ac_lookup(cas_service_t *svc, const char *instance, const reap_digest_t 
 
 /**
  * Validate and store an ActionResult (no authorization here: callers have
- * decided). Inline stdout/stderr bytes move into the CAS. When referenced
- * blobs are missing: REAP_E_PRECONDITION with them in *missing (malloc'd,
- * caller frees). ar is restored before returning.
+ * decided). Inline stdout/stderr bytes move into the CAS (granted to
+ * instance). When referenced blobs are missing or not visible in instance
+ * (cas_visible: a writer cannot name another tenant's blob by digest):
+ * REAP_E_PRECONDITION with them in *missing (malloc'd, caller frees). ar is
+ * restored before returning.
  */
 int cas_ac_write(cas_service_t *svc, const char *instance, const reap_digest_t *action,
 		 Build__Bazel__Remote__Execution__V2__ActionResult *ar, reap_digest_t **missing,

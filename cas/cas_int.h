@@ -33,6 +33,13 @@ struct cas_service {
 	size_t n_uploads;
 };
 
+/** The read scopes of instance (cas_store_visible's scopes); returns how many. */
+size_t cas_read_scopes(const cas_service_t *svc, const char *instance,
+		       const char *out[CAS_STORE_SCOPES_MAX]);
+
+/** cas_visible for one digest: 0 when visible, REAP_E_NOT_FOUND, or an error. */
+int cas_visible_one(cas_service_t *svc, const char *instance, const reap_digest_t *d);
+
 /** Finish a call: resp with OK, or err with eb's message (resp ignored). */
 void cas_finish(rpc_call_t *call, const ProtobufCMessage *resp, int err,
 		const reap_errbuf_t *eb);
@@ -62,9 +69,9 @@ int cas_unzstd_feed(cas_unzstd_t *u, const void *data, size_t len, cas_writer_t 
 int64_t cas_unzstd_consumed(const cas_unzstd_t *u);
 /** REAP_E_INVALID unless the input ended exactly at a frame end. */
 int cas_unzstd_finish(cas_unzstd_t *u, reap_errbuf_t *eb);
-/** Verify and store a whole zstd-compressed blob held in memory. */
-int cas_put_zstd(cas_store_t *st, const reap_digest_t *d, const void *data, size_t len,
-		 reap_errbuf_t *eb);
+/** Verify and store a whole zstd-compressed blob held in memory, granting scope. */
+int cas_put_zstd(cas_store_t *st, const char *scope, const reap_digest_t *d, const void *data,
+		 size_t len, reap_errbuf_t *eb);
 
 /** Check that a Directory is canonical (sorted unique names, valid digests). */
 int cas_directory_check(const RE(Directory) *dir, reap_errbuf_t *eb);

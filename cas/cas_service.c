@@ -4,7 +4,12 @@
  *
  * Batches are refused whole when they exceed the advertised limit or carry
  * a malformed digest in a lookup; otherwise each blob gets its own status.
- * Every uploaded blob is verified against its digest by the store.
+ * Every uploaded blob is verified against its digest by the store, which
+ * then grants the request's instance read access to it.
+ *
+ * Reads are tenant-scoped (cas_visible): a blob stored for another tenant
+ * is missing to FindMissingBlobs and NOT_FOUND to BatchReadBlobs, exactly
+ * as if it were not stored, so the caller uploads it and proves it holds it.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -42,7 +47,7 @@ static void find_missing(rpc_call_t *call, void *state, const ProtobufCMessage *
 		if (err != REAP_OK)
 			goto out;
 	}
-	err = cas_store_find(svc->store, ds, req->n_blob_digests, present);
+	err = cas_visible(svc, req->instance_name, ds, req->n_blob_digests, present, &eb);
 	if (err != REAP_OK)
 		goto out;
 	for (size_t i = 0; i < req->n_blob_digests; i++)
@@ -95,9 +100,11 @@ static void batch_update(rpc_call_t *call, void *state, const ProtobufCMessage *
 		int e = cas_digest_from_pb(r->digest, &d, &ebs[i]);
 		if (e == REAP_OK) {
 			if (r->compressor == BUILD__BAZEL__REMOTE__EXECUTION__V2__COMPRESSOR__VALUE__IDENTITY)
-				e = cas_store_put(svc->store, &d, r->data.data, r->data.len, &ebs[i]);
+				e = cas_store_put(svc->store, req->instance_name, &d, r->data.data,
+						  r->data.len, &ebs[i]);
 			else if (r->compressor == BUILD__BAZEL__REMOTE__EXECUTION__V2__COMPRESSOR__VALUE__ZSTD)
-				e = cas_put_zstd(svc->store, &d, r->data.data, r->data.len, &ebs[i]);
+				e = cas_put_zstd(svc->store, req->instance_name, &d, r->data.data,
+						 r->data.len, &ebs[i]);
 			else
 				e = reap_errf(&ebs[i], REAP_E_INVALID, "compressor %d is not supported",
 					      (int)r->compressor);
@@ -124,6 +131,8 @@ static void batch_read(rpc_call_t *call, void *state, const ProtobufCMessage *m)
 	RE(BatchReadBlobsResponse) resp = RE_INIT(BATCH_READ_BLOBS_RESPONSE);
 	RE(BatchReadBlobsResponse__Response) *items = NULL;
 	Google__Rpc__Status *sts = NULL;
+	reap_digest_t *ds = NULL;
+	bool *visible = NULL;
 	reap_errbuf_t eb = {{0}};
 	size_t n = req->n_digests;
 	uint64_t total = 0;
@@ -136,17 +145,18 @@ static void batch_read(rpc_call_t *call, void *state, const ProtobufCMessage *m)
 	items = calloc(n ? n : 1, sizeof(*items));
 	sts = calloc(n ? n : 1, sizeof(*sts));
 	resp.responses = calloc(n ? n : 1, sizeof(*resp.responses));
-	if (items == NULL || sts == NULL || resp.responses == NULL) {
+	ds = calloc(n ? n : 1, sizeof(*ds));
+	visible = calloc(n ? n : 1, sizeof(*visible));
+	if (items == NULL || sts == NULL || resp.responses == NULL || ds == NULL || visible == NULL) {
 		err = REAP_E_NOMEM;
 		goto out;
 	}
 	/* Validate everything and bound the response before reading anything. */
 	for (size_t i = 0; i < n; i++) {
-		reap_digest_t d;
-		err = cas_digest_from_pb(req->digests[i], &d, &eb);
+		err = cas_digest_from_pb(req->digests[i], &ds[i], &eb);
 		if (err != REAP_OK)
 			goto out;
-		total += (uint64_t)d.size;
+		total += (uint64_t)ds[i].size;
 	}
 	if (total > svc->max_batch) {
 		err = reap_errf(&eb, REAP_E_INVALID,
@@ -154,13 +164,15 @@ static void batch_read(rpc_call_t *call, void *state, const ProtobufCMessage *m)
 				(unsigned long long)total, svc->max_batch);
 		goto out;
 	}
+	err = cas_visible(svc, req->instance_name, ds, n, visible, &eb);
+	if (err != REAP_OK)
+		goto out;
 	for (size_t i = 0; i < n; i++) {
 		RE(BatchReadBlobsResponse__Response) init = RE_INIT(BATCH_READ_BLOBS_RESPONSE__RESPONSE);
-		reap_digest_t d;
 		void *data = NULL;
 		size_t len = 0;
-		(void)cas_digest_from_pb(req->digests[i], &d, NULL);
-		int e = cas_store_get(svc->store, &d, (size_t)d.size, &data, &len);
+		int e = !visible[i] ? REAP_E_NOT_FOUND
+				    : cas_store_get(svc->store, &ds[i], (size_t)ds[i].size, &data, &len);
 		items[i] = init;
 		items[i].digest = req->digests[i];
 		items[i].data.data = data;
@@ -175,6 +187,8 @@ out:
 	for (size_t i = 0; i < resp.n_responses; i++)
 		free(items[i].data.data);
 	free(resp.responses);
+	free(visible);
+	free(ds);
 	free(sts);
 	free(items);
 }

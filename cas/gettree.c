@@ -7,7 +7,10 @@
  * many. The walk is deterministic (breadth first, children in their sorted
  * order, duplicates skipped), so pages never overlap or miss. Responses are
  * streamed a bounded number of bytes at a time. The root missing is
- * NOT_FOUND; a missing subtree is omitted, as the spec says. A Directory
+ * NOT_FOUND; a missing subtree is omitted, as the spec says. A directory
+ * not visible in the request's instance (cas_visible) counts as missing,
+ * so a tenant cannot walk another's tree by its root digest; visibility is
+ * looked up in batches, for everything queued so far. A Directory
  * that is malformed (unsorted or duplicate names, bad digests, bad names)
  * ends the call with INVALID_ARGUMENT naming it.
  */
@@ -24,7 +27,9 @@
 
 typedef struct tree_state {
 	reap_digest_t *queue; /* directories in walk order; [head, n) still to visit */
-	size_t head, n, cap;
+	bool *visible;        /* [0, checked): queue[i] is visible in instance */
+	size_t head, n, cap, checked;
+	char instance[REAP_INSTANCE_MAX + 1];
 	uint8_t *seen;        /* open-addressing set of digest keys */
 	size_t seen_cap, seen_n;
 	int64_t skip;         /* directories to skip (page token) */
@@ -96,6 +101,10 @@ static int enqueue(tree_state_t *st, const reap_digest_t *d, reap_errbuf_t *eb)
 		if (nq == NULL)
 			return REAP_E_NOMEM;
 		st->queue = nq;
+		bool *nv = realloc(st->visible, ncap * sizeof(*nv));
+		if (nv == NULL)
+			return REAP_E_NOMEM;
+		st->visible = nv;
 		st->cap = ncap;
 	}
 	st->queue[st->n++] = *d;
@@ -156,11 +165,20 @@ static int tree_fill(cas_service_t *svc, tree_state_t *st, RE(GetTreeResponse) *
 			*more = true;
 			break;
 		}
+		if (st->head >= st->checked) { /* one lookup for everything queued */
+			err = cas_visible(svc, st->instance, st->queue + st->checked,
+					  st->n - st->checked, st->visible + st->checked, eb);
+			if (err != REAP_OK)
+				return err;
+			st->checked = st->n;
+		}
 		reap_digest_t d = st->queue[st->head];
 		void *data = NULL;
 		size_t len = 0;
 		bool root = st->head == 0;
-		err = cas_store_get(svc->store, &d, MAX_DIR_BYTES, &data, &len);
+		err = !st->visible[st->head]
+			      ? REAP_E_NOT_FOUND
+			      : cas_store_get(svc->store, &d, MAX_DIR_BYTES, &data, &len);
 		if (err == REAP_E_NOT_FOUND && !root) {
 			st->head++; /* a missing subtree is omitted */
 			err = REAP_OK;
@@ -275,6 +293,7 @@ static void tree_request(rpc_call_t *call, void *state, const ProtobufCMessage *
 		}
 		st->skip = v;
 	}
+	snprintf(st->instance, sizeof(st->instance), "%s", req->instance_name);
 	st->page = req->page_size > 0 ? req->page_size : DEFAULT_PAGE;
 	st->max_msg = svc->cfg.max_send_bytes / 2;
 	err = enqueue(st, &root, &eb);
@@ -295,6 +314,7 @@ static void tree_done(rpc_call_t *call, void *state, bool ok)
 {
 	tree_state_t *st = state;
 	free(st->queue);
+	free(st->visible);
 	free(st->seen);
 }
 

@@ -7,6 +7,7 @@
 
 #include "cas/cas_int.h"
 #include "common/log.h"
+#include "common/metrics.h"
 
 #define DEFAULT_MAX_MSG ((size_t)8 << 20)
 
@@ -98,6 +99,7 @@ int cas_admit(cas_service_t *svc, rpc_call_t *call, const char *instance, size_t
 	      int digest_function, auth_perm_t perm, auth_identity_t *id, reap_errbuf_t *eb)
 {
 	auth_identity_t local;
+	auth_peer_t peer;
 	const char *authz;
 	size_t authz_len = 0;
 	char name[REAP_INSTANCE_MAX + 1];
@@ -113,18 +115,68 @@ int cas_admit(cas_service_t *svc, rpc_call_t *call, const char *instance, size_t
 	if (err != REAP_OK)
 		return err;
 	authz = rpc_call_metadata(call, "authorization", &authz_len);
-	err = auth_identify(svc->auth, rpc_call_peer(call), authz, authz_len, id, eb);
-	if (err != REAP_OK)
-		goto refused;
+	peer.addr = rpc_call_peer(call);
+	peer.cert_subject = rpc_call_peer_cert_subject(call);
 	memcpy(name, instance, len);
 	name[len] = '\0';
+	err = auth_identify(svc->auth, &peer, authz, authz_len, id, eb);
+	if (err != REAP_OK) {
+		id = NULL;
+		goto refused;
+	}
 	err = auth_check(svc->auth, id, name, perm, eb);
 	if (err != REAP_OK)
 		goto refused;
 	return REAP_OK;
 refused:
-	REAP_INFO("refused", "peer=%s err=\"%s\"", rpc_call_peer(call), reap_errmsg(eb, err));
+	reap_metric_inc(reap_metric_labels(reap_metrics()->auth_refusals,
+					   err == REAP_E_UNAUTHENTICATED ? "unauthenticated"
+					   : err == REAP_E_PERM	  ? "permission_denied"
+								  : "invalid"));
+	REAP_INFO("refused", "peer=%s subject=%s err=\"%s\"", peer.addr,
+		  id != NULL ? id->subject : "-", reap_errmsg(eb, err));
+	auth_audit(svc->auth, &(auth_audit_event_t){.id = id, .peer = peer.addr,
+						    .instance = name,
+						    .rpc = rpc_call_method(call),
+						    .outcome = "refused",
+						    .detail = reap_errmsg(eb, err)});
 	return err;
+}
+
+size_t cas_read_scopes(const cas_service_t *svc, const char *instance,
+		       const char *out[CAS_STORE_SCOPES_MAX])
+{
+	if (svc->auth == NULL) {
+		out[0] = instance;
+		return 1;
+	}
+	return auth_read_scopes(svc->auth, instance, out, CAS_STORE_SCOPES_MAX);
+}
+
+int cas_visible(cas_service_t *svc, const char *instance, const reap_digest_t *ds, size_t n,
+		bool *present, reap_errbuf_t *eb)
+{
+	const char *scopes[CAS_STORE_SCOPES_MAX];
+	size_t ns;
+	int err;
+
+	ns = cas_read_scopes(svc, instance != NULL ? instance : "", scopes);
+	err = cas_store_visible(svc->store, scopes, ns, ds, n, present);
+	if (err == REAP_E_INVALID)
+		return reap_errf(eb, err, "instance name is longer than %d bytes", REAP_INSTANCE_MAX);
+	if (err != REAP_OK)
+		return reap_errf(eb, err, "looking blobs up failed: %s", reap_strerror(err));
+	return REAP_OK;
+}
+
+int cas_visible_one(cas_service_t *svc, const char *instance, const reap_digest_t *d)
+{
+	bool present = false;
+	int err = cas_visible(svc, instance, d, 1, &present, NULL);
+
+	if (err != REAP_OK)
+		return err;
+	return present ? REAP_OK : REAP_E_NOT_FOUND;
 }
 
 int cas_digest_from_pb(const RE(Digest) *pb, reap_digest_t *out, reap_errbuf_t *eb)
@@ -158,4 +210,22 @@ void cas_status_set(Google__Rpc__Status *st, int err, const char *msg)
 	st->code = rpc_code_from_err(err);
 	if (err != REAP_OK)
 		st->message = (char *)(msg != NULL ? msg : reap_strerror(err));
+}
+
+int cas_identify(cas_service_t *svc, rpc_call_t *call, auth_identity_t *id, reap_errbuf_t *eb)
+{
+	auth_peer_t peer = {.addr = rpc_call_peer(call),
+			    .cert_subject = rpc_call_peer_cert_subject(call)};
+	size_t authz_len = 0;
+	const char *authz = rpc_call_metadata(call, "authorization", &authz_len);
+	int err = auth_identify(svc->auth, &peer, authz, authz_len, id, eb);
+	if (err != REAP_OK) {
+		reap_metric_inc(reap_metric_labels(reap_metrics()->auth_refusals, "unauthenticated"));
+		REAP_INFO("refused", "peer=%s err=\"%s\"", peer.addr, reap_errmsg(eb, err));
+		auth_audit(svc->auth, &(auth_audit_event_t){.peer = peer.addr,
+							    .rpc = rpc_call_method(call),
+							    .outcome = "refused",
+							    .detail = reap_errmsg(eb, err)});
+	}
+	return err;
 }

@@ -9,7 +9,8 @@
  * its complete file. Leftover temporaries are deleted, files with no record
  * (a crash between rename and the record's batch) are deleted, and records
  * whose file is gone or has the wrong size are dropped. The byte and blob
- * counters are then recomputed from meta. See cas/README.md.
+ * counters are then recomputed from meta, and read grants whose blob has
+ * no record are deleted. See cas/README.md.
  */
 #include "cas/store_int.h"
 
@@ -30,7 +31,7 @@
 #define RECOVER_BATCH 1024 /* records dropped per write batch during recovery */
 #define PATH_RESERVE 100   /* room after the data folder for "/cas/xx/<64 hex>-<size>" */
 
-static const char *const cf_names[CAS_CF_COUNT] = {"default", "meta", "data", "lru", "ac"};
+static const char *const cf_names[CAS_CF_COUNT] = {"default", "meta", "data", "lru", "ac", "vis"};
 
 /* ---- shared helpers ---- */
 
@@ -175,7 +176,7 @@ static int make_dirs(const cas_store_t *st, reap_errbuf_t *eb)
 
 /*
  * Column-family options: one shared block cache; bloom filters where
- * lookups often miss (meta: FindMissingBlobs; ac: cache misses); lz4 on
+ * lookups often miss (meta and vis: FindMissingBlobs; ac: cache misses); lz4 on
  * everything (cheap, and data blobs are often source text).
  */
 static rocksdb_options_t *cf_options(int cf, rocksdb_cache_t *cache)
@@ -184,7 +185,8 @@ static rocksdb_options_t *cf_options(int cf, rocksdb_cache_t *cache)
 	rocksdb_block_based_table_options_t *t = rocksdb_block_based_options_create();
 
 	rocksdb_block_based_options_set_block_cache(t, cache);
-	if (cf == CAS_CF_META || cf == CAS_CF_AC) { /* the table options take the policy */
+	/* the table options take the policy */
+	if (cf == CAS_CF_META || cf == CAS_CF_AC || cf == CAS_CF_VIS) {
 		rocksdb_block_based_options_set_filter_policy(t, rocksdb_filterpolicy_create_bloom(10));
 		/* misses are common here: a bloom filter on the memtable too */
 		rocksdb_options_set_memtable_prefix_bloom_size_ratio(o, 0.1);
@@ -514,6 +516,8 @@ cas_store_t *cas_store_open(const cas_store_config_t *cfg, reap_errbuf_t *eb)
 		rc = scan_meta(st, eb);
 	if (rc == REAP_OK)
 		rc = scan_files(st, eb);
+	if (rc == REAP_OK)
+		rc = cas_st_vis_recover(st, eb);
 	if (rc != REAP_OK)
 		goto fail;
 

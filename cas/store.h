@@ -14,7 +14,13 @@
  *    recently used blobs are evicted. Lookups, reads and FindMissingBlobs
  *    count as use (recorded at most once per touch_interval per blob, so hot
  *    reads do not turn into writes);
- *  - action-cache entries are values keyed by (instance name, action digest).
+ *  - action-cache entries are values keyed by (instance name, action digest);
+ *  - read grants: a blob is readable in a scope (an instance name) only once
+ *    that scope has proven it holds the bytes, by uploading them (the write
+ *    functions take the scope they grant). One copy of the bytes is stored
+ *    whoever uploads it; each scope adds a small grant record. A grant is
+ *    written with or after its blob's record and deleted with it, so it
+ *    never outlives the blob (an evicted blob must be uploaded again).
  *
  * Every write is verified: content whose SHA-256 or length does not match
  * its digest is refused with REAP_E_INVALID and never becomes visible.
@@ -72,20 +78,46 @@ int cas_store_find(cas_store_t *st, const reap_digest_t *ds, size_t n, bool *pre
 /** 0 when d is stored (refreshing its last use), REAP_E_NOT_FOUND when not. */
 int cas_store_has(cas_store_t *st, const reap_digest_t *d);
 
-/**
- * Store a whole blob held in memory (BatchUpdateBlobs). Verifies length and
- * hash (REAP_E_INVALID with the reason otherwise). Storing a blob that is
- * already present is a success that refreshes its last use.
- */
-int cas_store_put(cas_store_t *st, const reap_digest_t *d, const void *data, size_t len,
-		  reap_errbuf_t *eb);
+/** Most scopes one cas_store_visible() call takes. */
+#define CAS_STORE_SCOPES_MAX 16
 
 /**
- * Start a streaming write of blob d. The writer buffers in memory up to
+ * Visibility of n digests to a reader whose scopes are scopes[0..n_scopes):
+ * present[i] is true when blob i is stored AND granted to at least one of
+ * them (the empty blob: always). Visible blobs have their last use
+ * refreshed; invisible ones are not touched. Batched (RocksDB MultiGet), for
+ * FindMissingBlobs. Returns 0, REAP_E_INVALID (more than
+ * CAS_STORE_SCOPES_MAX scopes, or one longer than 255 bytes) or REAP_E_IO.
+ */
+int cas_store_visible(cas_store_t *st, const char *const *scopes, size_t n_scopes,
+		      const reap_digest_t *ds, size_t n, bool *present);
+
+/**
+ * Grant scope read access to each of the n digests that is stored (others
+ * are skipped: a grant never exists without its blob). The write functions
+ * grant by themselves; this is for callers that have verified possession
+ * some other way. Returns 0, REAP_E_INVALID (scope too long) or REAP_E_IO.
+ */
+int cas_store_grant(cas_store_t *st, const char *scope, const reap_digest_t *ds, size_t n,
+		    reap_errbuf_t *eb);
+
+/**
+ * Store a whole blob held in memory (BatchUpdateBlobs). Verifies length and
+ * hash (REAP_E_INVALID with the reason otherwise), then grants scope (NULL:
+ * none) read access, in the same batch as a new blob's record. Storing a
+ * blob that is already present is a success that refreshes its last use
+ * and adds the grant: the caller has just proven it holds the bytes.
+ */
+int cas_store_put(cas_store_t *st, const char *scope, const reap_digest_t *d, const void *data,
+		  size_t len, reap_errbuf_t *eb);
+
+/**
+ * Start a streaming write of blob d that grants scope (copied; NULL: none)
+ * on commit, like cas_store_put. The writer buffers in memory up to
  * inline_max bytes and in a temporary file beyond, so memory stays bounded.
  */
-int cas_writer_new(cas_store_t *st, const reap_digest_t *d, cas_writer_t **out,
-		   reap_errbuf_t *eb);
+int cas_writer_new(cas_store_t *st, const char *scope, const reap_digest_t *d,
+		   cas_writer_t **out, reap_errbuf_t *eb);
 
 /** Append data. REAP_E_INVALID when it would go past the digest's size. */
 int cas_writer_write(cas_writer_t *w, const void *data, size_t len, reap_errbuf_t *eb);
@@ -94,8 +126,10 @@ int cas_writer_write(cas_writer_t *w, const void *data, size_t len, reap_errbuf_
 int64_t cas_writer_offset(const cas_writer_t *w);
 
 /**
- * Verify (size and hash) and make the blob visible atomically. On mismatch
- * REAP_E_INVALID and nothing is stored. The writer must still be freed.
+ * Verify (size and hash) and store the blob with its grant atomically (or
+ * only grant, when another write stored it first). On mismatch
+ * REAP_E_INVALID and nothing is stored or granted. The writer must still
+ * be freed.
  */
 int cas_writer_commit(cas_writer_t *w, reap_errbuf_t *eb);
 
@@ -104,8 +138,8 @@ void cas_writer_free(cas_writer_t *w);
 
 /**
  * Open blob d for reading (refreshing its last use). REAP_E_NOT_FOUND when it
- * is not stored. A reader keeps working even if the blob is evicted while it
- * is open.
+ * is not stored. No scope check: services ask cas_store_visible() first.
+ * A reader keeps working even if the blob is evicted while it is open.
  */
 int cas_reader_open(cas_store_t *st, const reap_digest_t *d, cas_reader_t **out);
 

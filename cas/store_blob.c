@@ -8,7 +8,9 @@
  * folder is fsync'd before the put returns. Both commits run under the
  * digest's stripe lock and first look for an existing record, so a digest
  * stored by several threads at once is stored and counted once; a loser
- * just drops its temporary file.
+ * just drops its temporary file. A write names the scope it grants read
+ * access to (store_vis.c): the grant goes in the new blob's batch, or is
+ * added to the blob already stored, only after the content was verified.
  *
  * Reads take no lock unless the last use is due for a refresh: data and
  * meta are written and deleted together, and blob files are immutable and
@@ -34,6 +36,8 @@ struct cas_writer {
 	reap_digest_t d;
 	reap_hasher_t h;
 	int64_t off;
+	bool scoped;  /* commit grants scope */
+	char scope[CAS_INSTANCE_MAX + 1];
 	uint8_t *buf; /* inline blobs: the bytes so far */
 	size_t cap;
 	int fd;       /* larger blobs: the temporary file, else -1 */
@@ -142,9 +146,36 @@ static int verify(const reap_digest_t *want, const reap_digest_t *got, reap_errb
 			 hex, (long long)got->size);
 }
 
-/* Commit a verified inline blob: one batch {meta, data, lru}, or a touch if present. */
-static int commit_inline(cas_store_t *st, const reap_digest_t *d, const void *data,
-			 reap_errbuf_t *eb)
+/* Add scope's grant of key (scope checked by the caller) to a new blob's batch. */
+static void batch_grant(cas_store_t *st, rocksdb_writebatch_t *b,
+			const uint8_t key[REAP_DIGEST_KEY_LEN], const cas_meta_t *m,
+			const char *scope)
+{
+	uint8_t vkey[CAS_VIS_KEY_MAX], val[8];
+	size_t vlen;
+
+	if (scope == NULL)
+		return;
+	vlen = cas_st_vis_key(key, scope, vkey);
+	cas_st_vis_value(m->last_use, val);
+	rocksdb_writebatch_put_cf(b, st->cf[CAS_CF_VIS], (const char *)vkey, vlen,
+				  (const char *)val, sizeof(val));
+}
+
+/* The blob is already stored (caller holds the lock): touch it, add scope's grant (if any). */
+static int commit_existing(cas_store_t *st, const uint8_t key[REAP_DIGEST_KEY_LEN],
+			   cas_meta_t *m, const char *scope, reap_errbuf_t *eb)
+{
+	(void)cas_st_touch_locked(st, key, m);
+	return scope != NULL ? cas_st_grant_locked(st, key, m, scope, eb) : REAP_OK;
+}
+
+/*
+ * Commit a verified inline blob: one batch {meta, data, lru, grant}, or a
+ * touch and a grant if present.
+ */
+static int commit_inline(cas_store_t *st, const char *scope, const reap_digest_t *d,
+			 const void *data, reap_errbuf_t *eb)
 {
 	uint8_t key[REAP_DIGEST_KEY_LEN], lkey[CAS_LRU_KEY_LEN], val[CAS_META_LEN];
 	pthread_mutex_t *mu;
@@ -158,7 +189,7 @@ static int commit_inline(cas_store_t *st, const reap_digest_t *d, const void *da
 	pthread_mutex_lock(mu);
 	rc = cas_st_meta_get(st, key, &m, eb);
 	if (rc == REAP_OK) {
-		(void)cas_st_touch_locked(st, key, &m);
+		rc = commit_existing(st, key, &m, scope, eb);
 		goto out;
 	}
 	if (rc != REAP_E_NOT_FOUND)
@@ -173,6 +204,7 @@ static int commit_inline(cas_store_t *st, const reap_digest_t *d, const void *da
 	rocksdb_writebatch_put_cf(b, st->cf[CAS_CF_DATA], (const char *)key, sizeof(key), data,
 				  (size_t)d->size);
 	rocksdb_writebatch_put_cf(b, st->cf[CAS_CF_LRU], (const char *)lkey, sizeof(lkey), "", 0);
+	batch_grant(st, b, key, &m, scope);
 	rocksdb_write(st->db, st->wo, b, &err);
 	if (err != NULL) {
 		rc = cas_st_db_err(eb, "put blob", err);
@@ -213,11 +245,11 @@ static int place_file(const char *tmp, const char *path, reap_errbuf_t *eb)
 
 /*
  * Commit a verified, durable temporary file as blob d: rename, then batch
- * {meta, lru}; or drop the temporary when d is already stored. The
- * temporary is gone on return whatever happens.
+ * {meta, lru, grant}; or drop the temporary and only grant when d is
+ * already stored. The temporary is gone on return whatever happens.
  */
-static int commit_file(cas_store_t *st, const reap_digest_t *d, char tmp[PATH_MAX],
-		       reap_errbuf_t *eb)
+static int commit_file(cas_store_t *st, const char *scope, const reap_digest_t *d,
+		       char tmp[PATH_MAX], reap_errbuf_t *eb)
 {
 	uint8_t key[REAP_DIGEST_KEY_LEN], lkey[CAS_LRU_KEY_LEN], val[CAS_META_LEN];
 	char path[PATH_MAX];
@@ -233,7 +265,7 @@ static int commit_file(cas_store_t *st, const reap_digest_t *d, char tmp[PATH_MA
 	pthread_mutex_lock(mu);
 	rc = cas_st_meta_get(st, key, &m, eb);
 	if (rc == REAP_OK)
-		(void)cas_st_touch_locked(st, key, &m);
+		rc = commit_existing(st, key, &m, scope, eb);
 	if (rc != REAP_E_NOT_FOUND)
 		goto out;
 	rc = place_file(tmp, path, eb);
@@ -248,6 +280,7 @@ static int commit_file(cas_store_t *st, const reap_digest_t *d, char tmp[PATH_MA
 	rocksdb_writebatch_put_cf(b, st->cf[CAS_CF_META], (const char *)key, sizeof(key),
 				  (const char *)val, sizeof(val));
 	rocksdb_writebatch_put_cf(b, st->cf[CAS_CF_LRU], (const char *)lkey, sizeof(lkey), "", 0);
+	batch_grant(st, b, key, &m, scope);
 	rocksdb_write(st->db, st->wo, b, &err);
 	if (err != NULL) {
 		rc = cas_st_db_err(eb, "put blob", err);
@@ -350,8 +383,16 @@ int cas_store_has(cas_store_t *st, const reap_digest_t *d)
 
 /* ---- whole puts ---- */
 
-int cas_store_put(cas_store_t *st, const reap_digest_t *d, const void *data, size_t len,
-		  reap_errbuf_t *eb)
+static int check_scope(const char *scope, reap_errbuf_t *eb)
+{
+	if (scope != NULL && strlen(scope) > CAS_INSTANCE_MAX)
+		return reap_errf(eb, REAP_E_INVALID, "scope is longer than %d bytes",
+				 CAS_INSTANCE_MAX);
+	return REAP_OK;
+}
+
+int cas_store_put(cas_store_t *st, const char *scope, const reap_digest_t *d, const void *data,
+		  size_t len, reap_errbuf_t *eb)
 {
 	uint8_t key[REAP_DIGEST_KEY_LEN];
 	char tmp[PATH_MAX] = "";
@@ -359,32 +400,41 @@ int cas_store_put(cas_store_t *st, const reap_digest_t *d, const void *data, siz
 	cas_meta_t m;
 	int rc, fd = -1;
 
+	rc = check_scope(scope, eb);
+	if (rc != REAP_OK)
+		return rc;
 	if (reap_digest_of(data, len, &got) != REAP_OK)
 		return reap_errf(eb, REAP_E_NOMEM, "out of memory hashing the blob");
 	rc = verify(d, &got, eb);
 	if (rc != REAP_OK || len == 0)
 		return rc;
 	if (len <= st->inline_max)
-		return commit_inline(st, d, data, eb);
+		return commit_inline(st, scope, d, data, eb);
 
+	/* Already stored: the bytes were verified, so grant and skip writing the file. */
 	reap_digest_key(d, key);
-	if (cas_st_lookup(st, key, &m) == REAP_OK)
-		return REAP_OK; /* already stored: skip writing the file */
+	if (scope == NULL && cas_st_lookup(st, key, &m) == REAP_OK)
+		return REAP_OK;
+	if (scope != NULL) {
+		rc = cas_st_grant(st, key, scope, eb);
+		if (rc != REAP_E_NOT_FOUND)
+			return rc;
+	}
 	rc = tmp_create(st, tmp, &fd, eb);
 	if (rc == REAP_OK)
 		rc = write_all(fd, data, len, eb);
 	if (rc == REAP_OK)
 		rc = tmp_finish(st, &fd, eb);
 	if (rc == REAP_OK)
-		rc = commit_file(st, d, tmp, eb);
+		rc = commit_file(st, scope, d, tmp, eb);
 	tmp_discard(&fd, tmp);
 	return rc;
 }
 
 /* ---- streaming writers ---- */
 
-int cas_writer_new(cas_store_t *st, const reap_digest_t *d, cas_writer_t **out,
-		   reap_errbuf_t *eb)
+int cas_writer_new(cas_store_t *st, const char *scope, const reap_digest_t *d,
+		   cas_writer_t **out, reap_errbuf_t *eb)
 {
 	cas_writer_t *w;
 	int rc;
@@ -392,12 +442,19 @@ int cas_writer_new(cas_store_t *st, const reap_digest_t *d, cas_writer_t **out,
 	*out = NULL;
 	if (d->size < 0)
 		return reap_errf(eb, REAP_E_INVALID, "digest size is negative");
+	rc = check_scope(scope, eb);
+	if (rc != REAP_OK)
+		return rc;
 	w = calloc(1, sizeof(*w));
 	if (w == NULL)
 		return reap_errf(eb, REAP_E_NOMEM, "out of memory");
 	w->st = st;
 	w->d = *d;
 	w->fd = -1;
+	if (scope != NULL) {
+		w->scoped = true;
+		snprintf(w->scope, sizeof(w->scope), "%s", scope);
+	}
 	if (reap_hasher_init(&w->h) != REAP_OK) {
 		rc = reap_errf(eb, REAP_E_NOMEM, "out of memory");
 		goto fail;
@@ -474,12 +531,12 @@ int cas_writer_commit(cas_writer_t *w, reap_errbuf_t *eb)
 	if (rc != REAP_OK || w->d.size == 0)
 		goto out;
 	if (w->fd < 0) {
-		rc = commit_inline(w->st, &w->d, w->buf, eb);
+		rc = commit_inline(w->st, w->scoped ? w->scope : NULL, &w->d, w->buf, eb);
 		goto out;
 	}
 	rc = tmp_finish(w->st, &w->fd, eb);
 	if (rc == REAP_OK)
-		rc = commit_file(w->st, &w->d, w->tmp, eb);
+		rc = commit_file(w->st, w->scoped ? w->scope : NULL, &w->d, w->tmp, eb);
 out:
 	tmp_discard(&w->fd, w->tmp);
 	free(w->buf);

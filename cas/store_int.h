@@ -9,7 +9,12 @@
  *   data  digest key                      -> blob bytes (kind inline only)
  *   lru   u64 last_use, digest key (48 B) -> empty
  *   ac    u8 len, instance, digest key    -> serialized ActionResult
- * last_use is in wall-clock seconds since the epoch.
+ *   vis   digest key, scope (instance)    -> u64 last_use hint: scope may read the blob
+ * last_use is in wall-clock seconds since the epoch. A vis key's scope is
+ * the rest of the key after the fixed 40-byte digest key (no length byte),
+ * so all grants of one blob share that prefix and sort together. Its value
+ * is a last_use the blob had (never newer than meta's), so a lookup whose
+ * hint says no refresh is due need not read meta at all.
  */
 #ifndef REAP_CAS_STORE_INT_H
 #define REAP_CAS_STORE_INT_H
@@ -29,13 +34,14 @@
 #define CAS_LRU_KEY_LEN (8 + REAP_DIGEST_KEY_LEN)
 #define CAS_INSTANCE_MAX 255
 #define CAS_AC_KEY_MAX (1 + CAS_INSTANCE_MAX + REAP_DIGEST_KEY_LEN)
+#define CAS_VIS_KEY_MAX (REAP_DIGEST_KEY_LEN + CAS_INSTANCE_MAX)
 #define CAS_DEFAULT_INLINE_MAX ((size_t)1 << 20)
 #define CAS_DEFAULT_TOUCH_S 60
 
 enum { CAS_KIND_INLINE = 0, CAS_KIND_FILE = 1 };
 
 /* Column families, in the order they are opened. */
-enum { CAS_CF_DEFAULT, CAS_CF_META, CAS_CF_DATA, CAS_CF_LRU, CAS_CF_AC, CAS_CF_COUNT };
+enum { CAS_CF_DEFAULT, CAS_CF_META, CAS_CF_DATA, CAS_CF_LRU, CAS_CF_AC, CAS_CF_VIS, CAS_CF_COUNT };
 
 typedef struct cas_meta {
 	uint8_t kind;      /* CAS_KIND_* */
@@ -110,6 +116,9 @@ static inline pthread_mutex_t *cas_st_stripe(cas_store_t *st, const uint8_t *key
 
 /* --- store_lru.c: last use and eviction --- */
 
+/** Whether a blob last used at last_use is due a refresh at now. */
+bool cas_st_touch_due(const cas_store_t *st, uint64_t last_use, uint64_t now);
+
 /**
  * Caller holds the stripe lock and m is the record read under it: when the
  * last use is due for a refresh, move the lru entry and rewrite meta in one
@@ -135,6 +144,43 @@ int64_t cas_st_evict(cas_store_t *st, uint64_t target, bool wait);
 
 /** After a write: evict down to 95% of capacity when over it (never waits). */
 void cas_st_maybe_evict(cas_store_t *st);
+
+/* --- store_vis.c: read grants (tenant-scoped visibility) --- */
+
+/**
+ * The vis key of (blob key, scope) into out; its length, or 0 when scope is
+ * longer than CAS_INSTANCE_MAX.
+ */
+size_t cas_st_vis_key(const uint8_t key[REAP_DIGEST_KEY_LEN], const char *scope,
+		      uint8_t out[CAS_VIS_KEY_MAX]);
+
+/**
+ * Caller holds the stripe lock and m is the blob's meta record read under
+ * it: write the grant of scope (hint m->last_use) unless it is already
+ * there with that hint. 0 or REAP_E_IO/REAP_E_INVALID.
+ */
+int cas_st_grant_locked(cas_store_t *st, const uint8_t key[REAP_DIGEST_KEY_LEN],
+			const cas_meta_t *m, const char *scope, reap_errbuf_t *eb);
+
+/** Encode a grant value (the last_use hint). */
+void cas_st_vis_value(uint64_t last_use, uint8_t out[8]);
+
+/**
+ * Take the stripe lock and, if the blob is stored, touch it and grant scope.
+ * 0, REAP_E_NOT_FOUND (not stored: no grant), or an error.
+ */
+int cas_st_grant(cas_store_t *st, const uint8_t key[REAP_DIGEST_KEY_LEN], const char *scope,
+		 reap_errbuf_t *eb);
+
+/**
+ * Caller holds the stripe lock: queue the deletion of every grant of the
+ * blob into b (the batch that deletes its meta record). 0 or REAP_E_IO.
+ */
+int cas_st_vis_drop(cas_store_t *st, rocksdb_writebatch_t *b,
+		    const uint8_t key[REAP_DIGEST_KEY_LEN]);
+
+/** Recovery: delete grants whose blob has no meta record. */
+int cas_st_vis_recover(cas_store_t *st, reap_errbuf_t *eb);
 
 /* --- test hooks --- */
 

@@ -10,10 +10,10 @@
  * Eviction walks the lru index under evict_mu (one pass at a time). An
  * entry whose meta record is gone or names another last_use is stale (the
  * iterator's snapshot is older than a concurrent touch or eviction) and is
- * only deleted. Otherwise meta, data and lru go in one batch under the
- * stripe lock, then the blob's file is unlinked while the lock is still
- * held, so a concurrent put of the same digest cannot have its fresh file
- * removed. Open readers keep their copy or file descriptor.
+ * only deleted. Otherwise meta, data, lru and the blob's read grants go in
+ * one batch under the stripe lock, then the blob's file is unlinked while
+ * the lock is still held, so a concurrent put of the same digest cannot
+ * have its fresh file removed. Open readers keep their copy or file descriptor.
  *
  * Deleted lru keys are tombstones at the head of the index until compaction
  * drops them; evict_hint (the last_use where the previous pass stopped)
@@ -29,7 +29,7 @@
 
 #include "common/log.h"
 
-static bool touch_due(const cas_store_t *st, uint64_t last_use, uint64_t now)
+bool cas_st_touch_due(const cas_store_t *st, uint64_t last_use, uint64_t now)
 {
 	if (now == last_use)
 		return false; /* the entry would not move */
@@ -46,7 +46,7 @@ int cas_st_touch_locked(cas_store_t *st, const uint8_t key[REAP_DIGEST_KEY_LEN],
 	cas_meta_t nm = *m;
 	char *err = NULL;
 
-	if (!touch_due(st, m->last_use, now))
+	if (!cas_st_touch_due(st, m->last_use, now))
 		return REAP_OK;
 	nm.last_use = now;
 	cas_st_lru_key(m->last_use, key, old_lru);
@@ -71,7 +71,7 @@ int cas_st_touch(cas_store_t *st, const uint8_t key[REAP_DIGEST_KEY_LEN], cas_me
 	pthread_mutex_t *mu = cas_st_stripe(st, key);
 	int rc;
 
-	if (!touch_due(st, m->last_use, cas_st_now(st)))
+	if (!cas_st_touch_due(st, m->last_use, cas_st_now(st)))
 		return REAP_OK;
 	pthread_mutex_lock(mu);
 	rc = cas_st_meta_get(st, key, m, NULL);
@@ -113,6 +113,9 @@ static int evict_entry(cas_store_t *st, const uint8_t lkey[CAS_LRU_KEY_LEN])
 		rc = err != NULL ? cas_st_db_err(NULL, "evict stale lru entry", err) : 0;
 		goto out;
 	}
+	rc = cas_st_vis_drop(st, b, key); /* its grants go with it, in the same batch */
+	if (rc != REAP_OK)
+		goto out;
 	rocksdb_writebatch_delete_cf(b, st->cf[CAS_CF_META], (const char *)key, REAP_DIGEST_KEY_LEN);
 	if (m.kind == CAS_KIND_INLINE)
 		rocksdb_writebatch_delete_cf(b, st->cf[CAS_CF_DATA], (const char *)key,

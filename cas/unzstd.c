@@ -75,8 +75,8 @@ int cas_unzstd_finish(cas_unzstd_t *u, reap_errbuf_t *eb)
 	return REAP_OK;
 }
 
-int cas_put_zstd(cas_store_t *st, const reap_digest_t *d, const void *data, size_t len,
-		 reap_errbuf_t *eb)
+int cas_put_zstd(cas_store_t *st, const char *scope, const reap_digest_t *d, const void *data,
+		 size_t len, reap_errbuf_t *eb)
 {
 	cas_writer_t *w = NULL;
 	cas_unzstd_t *u = cas_unzstd_new();
@@ -84,7 +84,7 @@ int cas_put_zstd(cas_store_t *st, const reap_digest_t *d, const void *data, size
 
 	if (u == NULL)
 		goto out;
-	err = cas_writer_new(st, d, &w, eb);
+	err = cas_writer_new(st, scope, d, &w, eb);
 	if (err == REAP_OK)
 		err = cas_unzstd_feed(u, data, len, w, eb);
 	if (err == REAP_OK)

@@ -16,6 +16,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "auth/auth.h"
+#include "cmd/notify.h"
 #include "common/config.h"
 #include "common/log.h"
 #include "worker/worker.h"
@@ -29,7 +31,11 @@ static const char *const default_ro_paths[] = {
 
 typedef struct opts {
 	const char *scheduler, *cas, *name, *work, *cache, *token_file, *log_level, *bwrap;
+	const char *toolchain_id; /* declared toolchain (image) id; NULL = walk the ro paths */
+	const char *tls_ca, *tls_cert, *tls_key, *tls_server_name; /* TLS to reapd */
 	int64_t slots, default_timeout_s;
+	int64_t limit_cpu, limit_pids, sandbox_uid, sandbox_gid; /* sandbox limits and identity */
+	uint64_t limit_memory, limit_disk, limit_tmp, limit_output;
 	uint64_t cache_size;
 	const char **platform, **ro_paths; /* from the config file (free the arrays) */
 	size_t n_platform, n_ro_paths;
@@ -40,9 +46,14 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage: reap-worker [--config FILE] [options]\n"
 		"  --config FILE          JSON configuration with the keys below (e.g. \"cache_size\")\n"
+		"                         and, in the file only, the per-action sandbox limits (0 = none):\n"
+		"                         limit_cpu_seconds (3600), limit_memory (16GiB), limit_disk\n"
+		"                         (16GiB), limit_tmp (512MiB), limit_pids (4096), limit_output\n"
+		"                         (256MiB), and sandbox_uid/sandbox_gid (65534, when root)\n"
 		"  --scheduler HOST:PORT  the scheduler's WorkerQueue (default 127.0.0.1:8980)\n"
 		"  --cas HOST:PORT        the CAS (default: the scheduler's address)\n"
-		"  --name NAME            worker name (default HOSTNAME-PID)\n"
+		"  --name NAME            worker name (default: the subject of its worker token,\n"
+		"                         else HOSTNAME-PID)\n"
 		"  --slots N              actions at once (default: one per core)\n"
 		"  --work DIR             exec roots (default ./reap-worker/work)\n"
 		"  --cache DIR            local file cache (default ./reap-worker/cache)\n"
@@ -54,6 +65,11 @@ static void usage(FILE *f)
 		"  --token-file FILE      bearer token for the scheduler and CAS (reapd's worker token)\n"
 		"  --default-timeout SECS for actions without a timeout (default 600)\n"
 		"  --bwrap PATH           bubblewrap (default /usr/bin/bwrap)\n"
+		"  --tls-ca FILE          connect with TLS, trusting this CA (PEM)\n"
+		"  --tls-cert FILE, --tls-key FILE  a client certificate (mTLS identity)\n"
+		"  --tls-server-name N    expect this name in reapd's certificate\n"
+		"  --toolchain-id ID      declare the toolchain (e.g. an image id) instead of\n"
+		"                         fingerprinting the read-only paths at start\n"
 		"  --log-level LEVEL      debug | info | warn | error (default info)\n");
 }
 
@@ -77,6 +93,19 @@ static int load_file(const char *path, opts_t *o, reap_config_t **cfgp, reap_err
 	    (err = reap_config_string(c, "token_file", &o->token_file, eb)) ||
 	    (err = reap_config_int(c, "default_timeout", 1, 86400 * 7, &o->default_timeout_s, eb)) ||
 	    (err = reap_config_string(c, "bwrap", &o->bwrap, eb)) ||
+	    (err = reap_config_int(c, "limit_cpu_seconds", 0, 86400 * 7, &o->limit_cpu, eb)) ||
+	    (err = reap_config_size(c, "limit_memory", &o->limit_memory, eb)) ||
+	    (err = reap_config_size(c, "limit_disk", &o->limit_disk, eb)) ||
+	    (err = reap_config_size(c, "limit_tmp", &o->limit_tmp, eb)) ||
+	    (err = reap_config_int(c, "limit_pids", 0, 1 << 22, &o->limit_pids, eb)) ||
+	    (err = reap_config_size(c, "limit_output", &o->limit_output, eb)) ||
+	    (err = reap_config_int(c, "sandbox_uid", 0, 0x7fffffff, &o->sandbox_uid, eb)) ||
+	    (err = reap_config_int(c, "sandbox_gid", 0, 0x7fffffff, &o->sandbox_gid, eb)) ||
+	    (err = reap_config_string(c, "toolchain_id", &o->toolchain_id, eb)) ||
+	    (err = reap_config_string(c, "tls_ca", &o->tls_ca, eb)) ||
+	    (err = reap_config_string(c, "tls_cert", &o->tls_cert, eb)) ||
+	    (err = reap_config_string(c, "tls_key", &o->tls_key, eb)) ||
+	    (err = reap_config_string(c, "tls_server_name", &o->tls_server_name, eb)) ||
 	    (err = reap_config_string(c, "log_level", &o->log_level, eb)))
 		return err;
 	return reap_config_check_unknown(c, eb);
@@ -143,17 +172,25 @@ int main(int argc, char **argv)
 		{"token-file", required_argument, NULL, 't'},
 		{"default-timeout", required_argument, NULL, 'T'},
 		{"bwrap", required_argument, NULL, 'b'}, {"log-level", required_argument, NULL, 'L'},
+		{"toolchain-id", required_argument, NULL, 'I'},
+		{"tls-ca", required_argument, NULL, 'A'}, {"tls-cert", required_argument, NULL, 'E'},
+		{"tls-key", required_argument, NULL, 'Y'},
+		{"tls-server-name", required_argument, NULL, 'N'},
 		{"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0},
 	};
 	opts_t o = {.scheduler = "127.0.0.1:8980", .work = "reap-worker/work",
 		    .cache = "reap-worker/cache", .cache_size = 10ull << 30,
-		    .default_timeout_s = 600, .log_level = "info", .bwrap = "/usr/bin/bwrap"};
+		    .default_timeout_s = 600, .log_level = "info", .bwrap = "/usr/bin/bwrap",
+		    /* per-action limits (0 = none); see wrk_limits_t */
+		    .limit_cpu = 3600, .limit_memory = 16ull << 30, .limit_disk = 16ull << 30,
+		    .limit_tmp = 512ull << 20, .limit_pids = 4096, .limit_output = 256ull << 20};
 	const char **flag_platform = NULL, **flag_ro = NULL;
 	size_t n_flag_platform = 0, n_flag_ro = 0;
 	reap_config_t *cfg = NULL;
 	wrk_daemon_t *d = NULL;
 	reap_errbuf_t eb = {{0}};
-	char token[4096] = "", host[HOST_NAME_MAX + 1] = "", name[HOST_NAME_MAX + 32];
+	char token[4096] = "", host[HOST_NAME_MAX + 1] = "", name[AUTH_SUBJECT_MAX + 32];
+	char toolchain[REAP_INSTANCE_MAX + 8];
 	sigset_t sigs;
 	int opt, sig, rc = 1;
 
@@ -181,6 +218,11 @@ int main(int argc, char **argv)
 		case 'k': o.cache = optarg; break;
 		case 't': o.token_file = optarg; break;
 		case 'b': o.bwrap = optarg; break;
+		case 'I': o.toolchain_id = optarg; break;
+		case 'A': o.tls_ca = optarg; break;
+		case 'E': o.tls_cert = optarg; break;
+		case 'Y': o.tls_key = optarg; break;
+		case 'N': o.tls_server_name = optarg; break;
 		case 'L': o.log_level = optarg; break;
 		case 'j':
 			if (parse_int(optarg, 1, 1024, &v) != REAP_OK) {
@@ -226,14 +268,24 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	reap_log_set_level((reap_log_level_t)reap_log_level_parse(o.log_level));
+	if (o.token_file != NULL && read_token(o.token_file, token, sizeof(token), &eb) != REAP_OK)
+		goto out;
+	if (o.name == NULL && token[0] != '\0') {
+		/* A worker token is bound to its worker name: take the name from it. */
+		auth_claims_t claims;
+		if (auth_token_decode_unverified(token, &claims, NULL) == REAP_OK &&
+		    claims.role == AUTH_ROLE_WORKER) {
+			snprintf(name, sizeof(name), "%s", claims.subject);
+			o.name = name;
+		}
+		memset(&claims, 0, sizeof(claims));
+	}
 	if (o.name == NULL) {
 		if (gethostname(host, sizeof(host) - 1) != 0)
 			snprintf(host, sizeof(host), "worker");
 		snprintf(name, sizeof(name), "%s-%d", host, (int)getpid());
 		o.name = name;
 	}
-	if (o.token_file != NULL && read_token(o.token_file, token, sizeof(token), &eb) != REAP_OK)
-		goto out;
 
 	wrk_config_t wc = {
 		.scheduler = o.scheduler, .cas = o.cas != NULL ? o.cas : o.scheduler, .name = o.name,
@@ -242,7 +294,12 @@ int main(int argc, char **argv)
 		.default_timeout_ms = o.default_timeout_s * 1000,
 		.platform = n_flag_platform > 0 ? flag_platform : o.platform,
 		.n_platform = n_flag_platform > 0 ? n_flag_platform : o.n_platform,
-		.sandbox = {.bwrap = o.bwrap},
+		.sandbox = {.bwrap = o.bwrap,
+			    .limits = {.cpu_seconds = (uint64_t)o.limit_cpu,
+				       .memory_bytes = o.limit_memory, .disk_bytes = o.limit_disk,
+				       .tmp_bytes = o.limit_tmp, .pids = (uint64_t)o.limit_pids,
+				       .output_bytes = o.limit_output},
+			    .uid = (uid_t)o.sandbox_uid, .gid = (gid_t)o.sandbox_gid},
 	};
 	if (n_flag_ro > 0) {
 		wc.sandbox.ro_paths = flag_ro;
@@ -254,6 +311,15 @@ int main(int argc, char **argv)
 		wc.sandbox.ro_paths = default_ro_paths;
 		wc.sandbox.n_ro_paths = sizeof(default_ro_paths) / sizeof(default_ro_paths[0]);
 	}
+	if (wrk_toolchain_fingerprint(wc.sandbox.ro_paths, wc.sandbox.n_ro_paths, o.toolchain_id,
+				      toolchain, sizeof(toolchain), &eb) != REAP_OK)
+		goto out;
+	wc.toolchain = toolchain;
+	rpc_tls_client_t tls = {.ca_file = o.tls_ca, .cert_file = o.tls_cert,
+				.key_file = o.tls_key, .server_name_override = o.tls_server_name};
+	if (o.tls_ca != NULL || o.tls_cert != NULL || o.tls_server_name != NULL)
+		wc.tls = &tls;
+	REAP_INFO("toolchain", "fingerprint=%s", toolchain);
 	/* The parents of the default work and cache folders. */
 	if (strcmp(o.work, "reap-worker/work") == 0 || strcmp(o.cache, "reap-worker/cache") == 0)
 		if (mkdir("reap-worker", 0700) != 0 && errno != EEXIST) {
@@ -273,8 +339,10 @@ int main(int argc, char **argv)
 	/* Readiness line for scripts and tests. */
 	printf("reap-worker ready\n");
 	fflush(stdout);
+	reap_notify_ready("ready");
 	if (sigwait(&sigs, &sig) == 0)
 		REAP_INFO("stopping", "signal=%d", sig);
+	reap_notify_stopping();
 	wrk_daemon_stop(d);
 	rc = 0;
 out:

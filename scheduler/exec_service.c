@@ -228,6 +228,19 @@ static RE(Platform) *copy_platform(const RE(Action) *a, const RE(Command) *c)
 	return copy;
 }
 
+/* Every execution request that was admitted goes to the audit log. */
+static void audit_execute(sched_t *s, const auth_identity_t *id, const char *instance,
+			  const reap_digest_t *ad, const char *outcome)
+{
+	char action[REAP_HASH_HEX_LEN + 24];
+	reap_digest_hex(ad, action);
+	snprintf(action + REAP_HASH_HEX_LEN, sizeof(action) - REAP_HASH_HEX_LEN, "/%lld",
+		 (long long)ad->size);
+	auth_audit(s->cas->auth, &(auth_audit_event_t){.id = id, .instance = instance,
+						       .rpc = "Execution/Execute",
+						       .action = action, .outcome = outcome});
+}
+
 static void execute(rpc_call_t *call, void *state, const ProtobufCMessage *m)
 {
 	const RE(ExecuteRequest) *req = (const void *)m;
@@ -239,12 +252,13 @@ static void execute(rpc_call_t *call, void *state, const ProtobufCMessage *m)
 	RE(Command) *cmd = NULL;
 	RE(Platform) *platform = NULL;
 	reap_digest_t ad, cd, rd;
+	auth_identity_t id;
 	bool missing, any, able;
 	int err;
 
 	st->w.call = call;
 	err = cas_admit(s->cas, call, req->instance_name, strlen(req->instance_name),
-			req->digest_function, AUTH_EXECUTE, NULL, &eb);
+			req->digest_function, AUTH_EXECUTE, &id, &eb);
 	if (err == REAP_OK)
 		err = cas_digest_from_pb(req->action_digest, &ad, &eb);
 	if (err != REAP_OK) {
@@ -252,18 +266,33 @@ static void execute(rpc_call_t *call, void *state, const ProtobufCMessage *m)
 		return;
 	}
 	if (!req->skip_cache_lookup &&
-	    cas_ac_lookup(s->cas, req->instance_name, &ad, &ar, NULL) == REAP_OK) {
+	    cas_ac_lookup(s->cas, req->instance_name, &ad, &ar, NULL) == REAP_OK &&
+	    !sched_result_current(s, ar)) {
+		RE_FN(action_result__free_unpacked)(ar, NULL); /* built by a retired toolchain */
+		ar = NULL;
+	}
+	if (ar != NULL) {
 		RE(ExecuteResponse) resp = RE_INIT(EXECUTE_RESPONSE);
 		Google__Rpc__Status ok;
 		cas_status_set(&ok, REAP_OK, NULL);
 		resp.result = ar;
 		resp.cached_result = true;
 		resp.status = &ok;
+		audit_execute(s, &id, req->instance_name, &ad, "cached");
 		finish_done(call, &ad, &resp);
 		RE_FN(action_result__free_unpacked)(ar, NULL);
 		return;
 	}
-	action = load_msg(s, &ad, MAX_ACTION_BYTES, &RE_FN(action__descriptor), &missing);
+	/* Inputs count only if this instance may read them (tenant-scoped CAS). */
+	bool vis[2] = {false, false};
+	if (cas_visible(s->cas, req->instance_name, &ad, 1, vis, &eb) != REAP_OK) {
+		rpc_call_finish(call, NULL, REAP_E_IO, reap_errmsg(&eb, REAP_E_IO));
+		return;
+	}
+	action = vis[0] ? load_msg(s, &ad, MAX_ACTION_BYTES, &RE_FN(action__descriptor), &missing)
+			: NULL;
+	if (!vis[0])
+		missing = true;
 	if (action == NULL) {
 		finish_status(call, &ad, missing ? REAP_E_PRECONDITION : REAP_E_INVALID,
 			      missing ? "the Action is not in the CAS" : "the Action blob is not an Action",
@@ -275,8 +304,16 @@ static void execute(rpc_call_t *call, void *state, const ProtobufCMessage *m)
 		finish_status(call, &ad, REAP_E_INVALID, eb.msg, NULL, 0);
 		goto out;
 	}
-	cmd = load_msg(s, &cd, MAX_COMMAND_BYTES, &RE_FN(command__descriptor), &missing);
-	bool root_missing = cas_store_has(s->store, &rd) != REAP_OK;
+	reap_digest_t inputs[2] = {cd, rd};
+	if (cas_visible(s->cas, req->instance_name, inputs, 2, vis, &eb) != REAP_OK) {
+		finish_status(call, &ad, REAP_E_IO, eb.msg, NULL, 0);
+		goto out;
+	}
+	cmd = vis[0] ? load_msg(s, &cd, MAX_COMMAND_BYTES, &RE_FN(command__descriptor), &missing)
+		     : NULL;
+	if (!vis[0])
+		missing = true;
+	bool root_missing = !vis[1];
 	if (cmd == NULL || root_missing) {
 		reap_digest_t miss[2];
 		size_t n = 0;
@@ -307,6 +344,7 @@ static void execute(rpc_call_t *call, void *state, const ProtobufCMessage *m)
 		goto out;
 	}
 	sched_op_t *op = sched_find_inflight(s, req->instance_name, &ad);
+	audit_execute(s, &id, req->instance_name, &ad, op != NULL ? "merged" : "queued");
 	if (op == NULL) {
 		op = sched_op_create(s, req->instance_name, &ad, platform,
 				     req->execution_policy ? req->execution_policy->priority : 0,

@@ -15,6 +15,7 @@
 #include <uuid/uuid.h>
 
 #include "common/log.h"
+#include "common/metrics.h"
 #include "scheduler/sched_int.h"
 
 int64_t sched_now_ms(void)
@@ -126,6 +127,7 @@ static void op_free(sched_op_t *op)
 		RE_FN(platform__free_unpacked)(op->platform, NULL);
 	free(op->response);
 	free(op->instance);
+	free(op->offer_key);
 	free(op);
 }
 
@@ -189,13 +191,16 @@ void sched_op_notify(sched_t *s, sched_op_t *op)
 		rpc_call_wake(w->call);
 }
 
-void sched_op_lease(sched_t *s, sched_op_t *op, const char *worker)
+void sched_op_lease(sched_t *s, sched_op_t *op, const sched_poller_t *p)
 {
 	queue_remove(s, op);
 	op->stage = SCHED_EXECUTING;
 	op->attempts++;
 	sched_uuid(op->lease_id);
-	snprintf(op->worker, sizeof(op->worker), "%s", worker);
+	snprintf(op->worker, sizeof(op->worker), "%s", p->worker);
+	snprintf(op->toolchain, sizeof(op->toolchain), "%s", p->toolchain);
+	free(op->offer_key);
+	op->offer_key = p->offer_key != NULL ? strdup(p->offer_key) : NULL;
 	op->lease_deadline_ms = sched_now_ms() + s->cfg.lease_ttl_ms;
 	REAP_INFO("lease", "operation=%s worker=\"%s\" attempt=%d", op->name, op->worker,
 		  op->attempts);
@@ -206,11 +211,15 @@ void sched_dispatch(sched_t *s)
 {
 	for (sched_poller_t *p = s->pollers, *next; p != NULL; p = next) {
 		next = p->next;
+		/* A worker whose toolchain is no longer its platform's current one idles. */
+		if (s->queue != NULL && !sched_toolchain_ok(s, p->offer_key, p->toolchain))
+			continue;
 		for (sched_op_t *op = s->queue; op != NULL; op = op->q_next) {
 			if (!sched_platform_satisfies(op->platform, (const char *const *)p->offer,
-						      p->n_offer))
+						      p->n_offer) ||
+			    auth_check(s->cas->auth, &p->id, op->instance, AUTH_WORK, NULL) != REAP_OK)
 				continue;
-			sched_op_lease(s, op, p->worker);
+			sched_op_lease(s, op, p);
 			snprintf(p->lease_id, sizeof(p->lease_id), "%s", op->lease_id);
 			sched_poller_unlink(s, p);
 			rpc_call_wake(p->call);
@@ -272,6 +281,7 @@ void sched_op_requeue(sched_t *s, sched_op_t *op, const char *why)
 		return;
 	}
 	REAP_WARN("requeue", "operation=%s worker=\"%s\" why=\"%s\"", op->name, op->worker, why);
+	reap_metric_inc(reap_metrics()->leases_requeued);
 	op->stage = SCHED_QUEUED;
 	queue_insert(s, op);
 	sched_op_notify(s, op);
@@ -285,7 +295,8 @@ static void free_offer(char **offer, size_t n)
 	free(offer);
 }
 
-void sched_worker_seen(sched_t *s, const char *name, char **offer, size_t n_offer)
+void sched_worker_seen(sched_t *s, const char *name, char **offer, size_t n_offer,
+		       const char *offer_key, const char *toolchain)
 {
 	sched_worker_t *w;
 	for (w = s->workers; w != NULL; w = w->next)
@@ -311,6 +322,28 @@ void sched_worker_seen(sched_t *s, const char *name, char **offer, size_t n_offe
 	w->offer = copy;
 	w->n_offer = n_offer;
 	w->seen_ms = sched_now_ms();
+	if (offer_key != NULL && (w->offer_key == NULL || strcmp(w->offer_key, offer_key) != 0)) {
+		char *k = strdup(offer_key);
+		if (k != NULL) {
+			free(w->offer_key);
+			w->offer_key = k;
+		}
+	}
+	if (w->toolchain_since_ms == 0 || strcmp(w->toolchain, toolchain) != 0) {
+		if (w->toolchain_since_ms != 0)
+			REAP_INFO("worker toolchain changed", "worker=\"%s\" toolchain=%s", w->name,
+				  toolchain);
+		snprintf(w->toolchain, sizeof(w->toolchain), "%s", toolchain);
+		/* Introduced when its first live peer showed it: a restarting worker
+		 * with an older toolchain does not become the newest one. */
+		w->toolchain_since_ms = w->seen_ms;
+		for (sched_worker_t *o = s->workers; o != NULL; o = o->next)
+			if (o != w && o->offer_key != NULL && w->offer_key != NULL &&
+			    strcmp(o->offer_key, w->offer_key) == 0 &&
+			    strcmp(o->toolchain, w->toolchain) == 0 &&
+			    o->toolchain_since_ms < w->toolchain_since_ms)
+				w->toolchain_since_ms = o->toolchain_since_ms;
+	}
 }
 
 void sched_feasible(sched_t *s, const RE(Platform) *platform, bool *any_worker, bool *able)
@@ -329,8 +362,10 @@ static void tick(sched_t *s)
 	int64_t now = sched_now_ms();
 
 	for (sched_op_t *op = s->ops; op != NULL; op = op->all_next)
-		if (op->stage == SCHED_EXECUTING && op->lease_deadline_ms < now)
+		if (op->stage == SCHED_EXECUTING && op->lease_deadline_ms < now) {
+			reap_metric_inc(reap_metrics()->leases_expired);
 			sched_op_requeue(s, op, "the lease expired (worker lost)");
+		}
 	for (sched_poller_t *p = s->pollers; p != NULL; p = p->next)
 		if (p->deadline_ms <= now)
 			rpc_call_wake(p->call);
@@ -350,6 +385,7 @@ static void tick(sched_t *s)
 			REAP_INFO("worker gone", "worker=\"%s\"", w->name);
 			*pp = w->next;
 			free_offer(w->offer, w->n_offer);
+			free(w->offer_key);
 			free(w);
 		} else {
 			pp = &w->next;
@@ -420,6 +456,7 @@ sched_t *sched_new(cas_service_t *cas, const sched_config_t *cfg, reap_errbuf_t 
 	pthread_cond_init(&s->cv, NULL);
 	sched_exec_methods(s);
 	sched_worker_methods(s);
+	sched_status_add_methods(s);
 	if (pthread_create(&s->timer, NULL, timer_main, s) != 0) {
 		reap_errf(eb, REAP_E_INTERNAL, "cannot start the scheduler timer");
 		pthread_cond_destroy(&s->cv);
@@ -457,6 +494,7 @@ void sched_free(sched_t *s)
 		sched_worker_t *w = s->workers;
 		s->workers = w->next;
 		free_offer(w->offer, w->n_offer);
+		free(w->offer_key);
 		free(w);
 	}
 	pthread_cond_destroy(&s->cv);

@@ -50,6 +50,11 @@ sched_t *sched_new(cas_service_t *cas, const sched_config_t *cfg, reap_errbuf_t 
  */
 void sched_drain(sched_t *s);
 
+/** Export queue depths, operations, workers and CAS size as metrics (a scrape-time collector). */
+void sched_metrics_attach(sched_t *s);
+/** Remove the collector; call before sched_free. */
+void sched_metrics_detach(sched_t *s);
+
 /** Stop the timer thread and free. Call after the rpc server has shut down. NULL is a no-op. */
 void sched_free(sched_t *s);
 
@@ -64,5 +69,50 @@ const rpc_method_t *sched_methods(sched_t *s, size_t *n);
  */
 bool sched_platform_satisfies(const Build__Bazel__Remote__Execution__V2__Platform *asked,
 			      const char *const *offer, size_t n_offer);
+
+/* ---- status snapshot and reap.v1.Admin/GetStatus (status_service.c) ---- */
+
+/** Queued operations asking for one platform. */
+typedef struct sched_status_queue {
+	char **platform; /* "name=value" as the actions ask, in their order */
+	size_t n_platform;
+	int64_t queued;
+} sched_status_queue_t;
+
+/** A worker seen polling within worker_gone_ms. */
+typedef struct sched_status_worker {
+	char name[128];
+	char **platform; /* "name=value" offered, sorted */
+	size_t n_platform;
+	int slots_idle;  /* its polls waiting for work now */
+	int slots_busy;  /* operations leased to it */
+	int64_t last_seen_ms_ago;
+	char toolchain[REAP_INSTANCE_MAX + 8];
+} sched_status_worker_t;
+
+/** A consistent picture of the scheduler (read-only counts, no tenant data). */
+typedef struct sched_status {
+	int64_t queued, executing, completed; /* operations by stage */
+	sched_status_queue_t *queues;         /* one per distinct platform asked for */
+	size_t n_queues;
+	sched_status_worker_t *workers;
+	size_t n_workers;
+} sched_status_t;
+
+/**
+ * Fill out (caller-owned; release with sched_status_destroy, also after a
+ * failure) from one pass under the scheduler mutex. 0 or REAP_E_NOMEM.
+ */
+int sched_status_snapshot(sched_t *s, sched_status_t *out);
+
+/** Free what a snapshot holds (not st itself). */
+void sched_status_destroy(sched_status_t *st);
+
+/**
+ * Add reap.v1.Admin/GetStatus to the table sched_methods() returns. Call
+ * once, before sched_methods() and rpc_server_start. The call is allowed
+ * to callers with AUTH_EXECUTE on the instance "".
+ */
+void sched_status_add_methods(sched_t *s);
 
 #endif

@@ -40,6 +40,9 @@ struct sched_poller {
 	char **offer;         /* "name=value" properties */
 	size_t n_offer;
 	char worker[128];
+	auth_identity_t id; /* its credential: which instances it may take work from */
+	char *offer_key;    /* sched_offer_key of offer (owned) */
+	char toolchain[REAP_INSTANCE_MAX + 8];
 	int64_t deadline_ms;
 	char lease_id[SCHED_NAME_LEN]; /* set when an operation was leased to this poll */
 	bool delivered;       /* the lease went out in the response */
@@ -60,6 +63,8 @@ struct sched_op {
 	/* lease, while EXECUTING */
 	char lease_id[SCHED_NAME_LEN];
 	char worker[128];
+	char toolchain[REAP_INSTANCE_MAX + 8]; /* the leasing worker's, for the result stamp */
+	char *offer_key;                       /* and its platform (owned) */
 	int64_t lease_deadline_ms;
 	/* result, once COMPLETED: a packed ExecuteResponse */
 	uint8_t *response;
@@ -77,6 +82,9 @@ typedef struct sched_worker {
 	char name[128];
 	char **offer;
 	size_t n_offer;
+	char *offer_key; /* owned */
+	char toolchain[REAP_INSTANCE_MAX + 8];
+	int64_t toolchain_since_ms; /* when this worker first showed this toolchain */
 	int64_t seen_ms;
 } sched_worker_t;
 
@@ -84,7 +92,7 @@ struct sched {
 	cas_service_t *cas;
 	cas_store_t *store;
 	sched_config_t cfg;
-	rpc_method_t methods[12];
+	rpc_method_t methods[16];
 	size_t n_methods;
 
 	pthread_mutex_t mu;
@@ -119,15 +127,31 @@ void sched_op_notify(sched_t *s, sched_op_t *op);
 /** Try to hand queued operations to waiting pollers. */
 void sched_dispatch(sched_t *s);
 /** Lease op to a worker: EXECUTING, a new lease id. */
-void sched_op_lease(sched_t *s, sched_op_t *op, const char *worker);
+void sched_op_lease(sched_t *s, sched_op_t *op, const sched_poller_t *p);
 /** Put an EXECUTING op back in the queue (or fail it past max_attempts). */
 void sched_op_requeue(sched_t *s, sched_op_t *op, const char *why);
 /** The executing op holding lease_id, or NULL. */
 sched_op_t *sched_find_lease(sched_t *s, const char *lease_id);
-/** Remember a polling worker's platform. */
-void sched_worker_seen(sched_t *s, const char *name, char **offer, size_t n_offer);
+/** Remember a polling worker's platform and toolchain. */
+void sched_worker_seen(sched_t *s, const char *name, char **offer, size_t n_offer,
+		       const char *offer_key, const char *toolchain);
 /** Is there a live worker, and can any live worker run platform? */
 void sched_feasible(sched_t *s, const RE(Platform) *platform, bool *any_worker, bool *able);
+
+/* ---- toolchain.c ---- */
+
+/** The canonical form of a platform offer: sorted "name=value" lines (malloc'd). */
+char *sched_offer_key(char *const *offer, size_t n);
+/** The current toolchain of the platform offer_key among live workers, or NULL. Holds mu. */
+const char *sched_toolchain_current(sched_t *s, const char *offer_key);
+/** May a worker with toolchain take work / may its results be served? Holds mu. */
+bool sched_toolchain_ok(sched_t *s, const char *offer_key, const char *toolchain);
+/** Is a cached result's toolchain stamp (if any) still current? Takes mu. */
+bool sched_result_current(sched_t *s, const RE(ActionResult) *ar);
+/** cas_ac_write with ar stamped with toolchain and offer_key (ar is restored). */
+int sched_stamp_write(sched_t *s, const char *instance, const reap_digest_t *ad,
+		      RE(ActionResult) *ar, const char *toolchain, const char *offer_key,
+		      reap_digest_t **missing, size_t *n_missing, reap_errbuf_t *eb);
 
 void sched_waiter_link(sched_op_t *op, sched_waiter_t *w);
 void sched_waiter_unlink(sched_waiter_t *w);

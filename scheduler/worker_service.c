@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "common/metrics.h"
 #include "scheduler/sched_int.h"
 
 #define SVC "/reap.v1.WorkerQueue/"
@@ -23,11 +24,35 @@ typedef struct poll_state {
 	sched_poller_t p;
 } poll_state_t;
 
-static int admit_worker(sched_t *s, rpc_call_t *call, const char *worker, reap_errbuf_t *eb)
+/*
+ * A worker call is admitted only for a worker identity, and only under its
+ * own name: a token or certificate is bound to the worker name it was
+ * issued for, so a stolen worker credential cannot register, renew or
+ * complete as another worker. Fills id (may be NULL).
+ */
+static int admit_worker(sched_t *s, rpc_call_t *call, const char *worker, auth_identity_t *id,
+			reap_errbuf_t *eb)
 {
-	int err = cas_admit(s->cas, call, "", 0, 0, AUTH_WORK, NULL, eb);
+	auth_identity_t local;
+	int err;
+	if (id == NULL)
+		id = &local;
+	/* Which instances it may take work from is checked per operation. */
+	err = cas_identify(s->cas, call, id, eb);
+	if (err == REAP_OK && id->role != AUTH_ROLE_WORKER && id->role != AUTH_ROLE_ADMIN)
+		err = reap_errf(eb, REAP_E_PERM, "%s (%s) is not a worker", id->subject,
+				auth_role_name(id->role));
 	if (err == REAP_OK && (worker[0] == '\0' || strlen(worker) >= 128))
 		err = reap_errf(eb, REAP_E_INVALID, "worker_name must be 1 to 127 bytes");
+	if (err == REAP_OK && strcmp(worker, id->subject) != 0)
+		err = reap_errf(eb, REAP_E_PERM,
+				"this credential belongs to worker '%s', not '%s'", id->subject,
+				worker);
+	if (err == REAP_E_PERM)
+		auth_audit(s->cas->auth, &(auth_audit_event_t){
+						 .id = id, .peer = rpc_call_peer(call),
+						 .instance = "", .rpc = rpc_call_method(call),
+						 .outcome = "refused", .detail = reap_errmsg(eb, err)});
 	return err;
 }
 
@@ -63,7 +88,7 @@ static void poll_request(rpc_call_t *call, void *state, const ProtobufCMessage *
 	int err;
 
 	st->p.call = call;
-	err = admit_worker(s, call, req->worker_name, &eb);
+	err = admit_worker(s, call, req->worker_name, &st->p.id, &eb);
 	if (err == REAP_OK && n > MAX_PROPERTIES)
 		err = reap_errf(&eb, REAP_E_INVALID, "more than %d platform properties",
 				MAX_PROPERTIES);
@@ -83,13 +108,25 @@ static void poll_request(rpc_call_t *call, void *state, const ProtobufCMessage *
 		rpc_call_finish(call, NULL, err, reap_errmsg(&eb, err));
 		return;
 	}
+	if (err == REAP_OK && strlen(req->toolchain) >= sizeof(st->p.toolchain))
+		err = reap_errf(&eb, REAP_E_INVALID, "toolchain must be under %zu bytes",
+				sizeof(st->p.toolchain));
+	if (err == REAP_OK &&
+	    (st->p.offer_key = sched_offer_key(st->p.offer, st->p.n_offer)) == NULL)
+		err = REAP_E_NOMEM;
+	if (err != REAP_OK) {
+		rpc_call_finish(call, NULL, err, reap_errmsg(&eb, err));
+		return;
+	}
+	snprintf(st->p.toolchain, sizeof(st->p.toolchain), "%s", req->toolchain);
 	snprintf(st->p.worker, sizeof(st->p.worker), "%s", req->worker_name);
 	int64_t wait = req->wait_ms < 0 ? 0 : req->wait_ms;
 	if (wait > s->cfg.max_poll_ms)
 		wait = s->cfg.max_poll_ms;
 	pthread_mutex_lock(&s->mu);
 	st->p.deadline_ms = sched_now_ms() + wait;
-	sched_worker_seen(s, st->p.worker, st->p.offer, st->p.n_offer);
+	sched_worker_seen(s, st->p.worker, st->p.offer, st->p.n_offer, st->p.offer_key,
+			  st->p.toolchain);
 	sched_poller_link(s, &st->p);
 	sched_dispatch(s);
 	if (st->p.lease_id[0] != '\0' || wait == 0 || s->draining) {
@@ -140,6 +177,7 @@ static void poll_done(rpc_call_t *call, void *state, bool ok)
 	for (size_t i = 0; i < st->p.n_offer; i++)
 		free(st->p.offer[i]);
 	free(st->p.offer);
+	free(st->p.offer_key);
 }
 
 /* The op holding lease_id for worker, with mu held; NULL (mu released) with *err set. */
@@ -165,7 +203,7 @@ static void renew(rpc_call_t *call, void *state, const ProtobufCMessage *m)
 	Reap__V1__RenewResponse resp = REAP__V1__RENEW_RESPONSE__INIT;
 	reap_errbuf_t eb = {{0}};
 	sched_op_t *op;
-	int err = admit_worker(s, call, req->worker_name, &eb);
+	int err = admit_worker(s, call, req->worker_name, NULL, &eb);
 
 	if (err == REAP_OK && (op = find_held(s, req->lease_id, req->worker_name, &err, &eb)) != NULL) {
 		op->lease_deadline_ms = sched_now_ms() + s->cfg.lease_ttl_ms;
@@ -199,9 +237,13 @@ static void complete(rpc_call_t *call, void *state, const ProtobufCMessage *m)
 	RE(ExecuteResponse) *er = req->response;
 	reap_errbuf_t eb = {{0}};
 	char instance[REAP_INSTANCE_MAX + 1], name[SCHED_NAME_LEN];
+	char toolchain[REAP_INSTANCE_MAX + 8], *offer_key;
 	reap_digest_t ad;
+	auth_identity_t id;
+	const char *outcome = "not cacheable";
+	char action[REAP_HASH_HEX_LEN + 24];
 	sched_op_t *op;
-	int err = admit_worker(s, call, req->worker_name, &eb);
+	int err = admit_worker(s, call, req->worker_name, &id, &eb);
 
 	if (err != REAP_OK || (op = find_held(s, req->lease_id, req->worker_name, &err, &eb)) == NULL) {
 		rpc_call_finish(call, NULL, err, reap_errmsg(&eb, err));
@@ -212,22 +254,38 @@ static void complete(rpc_call_t *call, void *state, const ProtobufCMessage *m)
 	op->lease_deadline_ms = INT64_MAX;
 	snprintf(instance, sizeof(instance), "%s", op->instance);
 	snprintf(name, sizeof(name), "%s", op->name);
+	snprintf(toolchain, sizeof(toolchain), "%s", op->toolchain);
+	offer_key = op->offer_key; /* the op keeps it until freed; take it */
+	op->offer_key = NULL;
 	ad = op->action;
 	pthread_mutex_unlock(&s->mu);
 
 	bool ok_status = er != NULL && (er->status == NULL || er->status->code == 0);
+	if (er != NULL && er->status != NULL && er->status->code == 8 /* RESOURCE_EXHAUSTED */)
+		reap_metric_inc(reap_metric_labels(reap_metrics()->sandbox_limit_hits, "resource"));
+	else if (er != NULL && er->status != NULL && er->status->code == 4 /* DEADLINE */)
+		reap_metric_inc(reap_metric_labels(reap_metrics()->sandbox_limit_hits, "timeout"));
 	if (ok_status && er->result != NULL && er->result->exit_code == 0 &&
 	    action_cacheable(s, &ad)) {
 		reap_digest_t *missing = NULL;
 		size_t n_missing = 0;
 		reap_errbuf_t web = {{0}};
-		int werr = cas_ac_write(s->cas, instance, &ad, er->result, &missing, &n_missing, &web);
+		int werr = sched_stamp_write(s, instance, &ad, er->result, toolchain, offer_key,
+					     &missing, &n_missing, &web);
 		resp.cached = werr == REAP_OK;
+		outcome = werr == REAP_OK ? "ac written" : "ac write refused";
 		if (werr != REAP_OK)
 			REAP_WARN("result not cached", "operation=%s err=\"%s\"", name,
 				  reap_errmsg(&web, werr));
 		free(missing);
 	}
+	free(offer_key);
+	reap_digest_hex(&ad, action);
+	snprintf(action + REAP_HASH_HEX_LEN, sizeof(action) - REAP_HASH_HEX_LEN, "/%lld",
+		 (long long)ad.size);
+	auth_audit(s->cas->auth, &(auth_audit_event_t){.id = &id, .instance = instance,
+						       .rpc = "WorkerQueue/Complete",
+						       .action = action, .outcome = outcome});
 	pthread_mutex_lock(&s->mu);
 	if (er != NULL) {
 		er->cached_result = false;

@@ -7,6 +7,7 @@ PKGS=(
   build-essential cmake pkg-config
   libgrpc-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler grpc-proto
   libssl-dev librocksdb-dev libzstd-dev libjansson-dev uuid-dev libjwt-dev
+  libmicrohttpd-dev libseccomp-dev libsystemd-dev
   libcriterion-dev bubblewrap
   bazel-bootstrap bazel-rules-cc bazel-rules-java
 )

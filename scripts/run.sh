@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build build -j"$(nproc)" --target reapd reap-worker
+cmake --build build -j"$(nproc)" --target reapd reap-worker reap
 
 DATA=reap-data
 mkdir -p "$DATA"

@@ -20,7 +20,7 @@ static th_server_t t;
 static void start_default(void) { th_start(&t, NULL); }
 static void start_writers(void)
 {
-	th_opts_t o = {.ac_writers = AUTH_AC_WRITERS_ANONYMOUS};
+	th_opts_t o = {.anon_role = AUTH_ROLE_WRITER};
 	th_start(&t, &o);
 }
 static void stop(void) { th_stop(&t); }
@@ -136,7 +136,9 @@ Test(ac, write_read_inline_and_instances)
 	fixture(&f, 3);
 	fixture(&g, 4);
 	upload_fixture(&f);
-	upload_fixture(&g);
+	/* g's blobs are read in "other": uploaded there (tenant-scoped reads) */
+	cr_assert_eq(th_batch_put(&t, "other", g.file, sizeof(g.file)), 0);
+	cr_assert_eq(th_batch_put(&t, "other", g.out, strlen(g.out)), 0);
 	g.ar.exit_code = 0;
 	cr_assert_eq(update("", &f.ar, NULL), 0);
 	cr_assert_eq(update("other", &g.ar, NULL), 0);

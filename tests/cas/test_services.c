@@ -24,7 +24,7 @@ static th_server_t t;
 static void start_default(void) { th_start(&t, NULL); }
 static void start_writers(void)
 {
-	th_opts_t o = {.ac_writers = AUTH_AC_WRITERS_ANONYMOUS};
+	th_opts_t o = {.anon_role = AUTH_ROLE_WRITER};
 	th_start(&t, &o);
 }
 static void stop(void) { th_stop(&t); }

@@ -149,7 +149,7 @@ Test(store, put_get_inline)
 	uint8_t *p = blob(100, 1, &d);
 	bool present = false;
 
-	cr_assert_eq(cas_store_put(st, &d, p, 100, NULL), REAP_OK);
+	cr_assert_eq(cas_store_put(st, NULL, &d, p, 100, NULL), REAP_OK);
 	cr_assert_eq(cas_store_has(st, &d), REAP_OK);
 	cr_assert_eq(cas_store_find(st, &d, 1, &present), REAP_OK);
 	cr_assert(present);
@@ -169,7 +169,7 @@ Test(store, put_get_file)
 	int64_t off = 0;
 	size_t got;
 
-	cr_assert_eq(cas_store_put(st, &d, p, 5000, NULL), REAP_OK);
+	cr_assert_eq(cas_store_put(st, NULL, &d, p, 5000, NULL), REAP_OK);
 	path_of(&d, path, sizeof(path));
 	cr_assert_eq(stat(path, &sb), 0, "blob file %s", path);
 	cr_assert_eq(sb.st_size, 5000);
@@ -195,8 +195,8 @@ Test(store, put_existing_counts_once)
 	uint8_t *pa = blob(10, 3, &a), *pb = blob(3000, 4, &b);
 
 	for (int i = 0; i < 3; i++) {
-		cr_assert_eq(cas_store_put(st, &a, pa, 10, NULL), REAP_OK);
-		cr_assert_eq(cas_store_put(st, &b, pb, 3000, NULL), REAP_OK);
+		cr_assert_eq(cas_store_put(st, NULL, &a, pa, 10, NULL), REAP_OK);
+		cr_assert_eq(cas_store_put(st, NULL, &b, pb, 3000, NULL), REAP_OK);
 	}
 	assert_stats(2, 3010);
 	cr_assert_eq(count_files("cas"), 1);
@@ -215,7 +215,7 @@ Test(store, put_hash_mismatch_refused)
 		uint8_t *p = blob(sizes[i], 5, &d), *q = blob(sizes[i], 6, &other);
 		reap_errbuf_t eb = {{0}};
 
-		cr_assert_eq(cas_store_put(st, &d, q, sizes[i], &eb), REAP_E_INVALID);
+		cr_assert_eq(cas_store_put(st, NULL, &d, q, sizes[i], &eb), REAP_E_INVALID);
 		cr_assert(strstr(eb.msg, "content does not match digest") != NULL, "%s", eb.msg);
 		assert_missing(&d);
 		assert_missing(&other);
@@ -233,10 +233,10 @@ Test(store, put_size_mismatch_refused)
 	uint8_t *p = blob(3000, 7, &d);
 	reap_errbuf_t eb = {{0}};
 
-	cr_assert_eq(cas_store_put(st, &d, p, 2999, &eb), REAP_E_INVALID);
+	cr_assert_eq(cas_store_put(st, NULL, &d, p, 2999, &eb), REAP_E_INVALID);
 	cr_assert(strstr(eb.msg, "size 2999") != NULL, "%s", eb.msg);
 	d.size = 50;
-	cr_assert_eq(cas_store_put(st, &d, p, 3000, &eb), REAP_E_INVALID);
+	cr_assert_eq(cas_store_put(st, NULL, &d, p, 3000, &eb), REAP_E_INVALID);
 	assert_missing(&d);
 	d.size = 3000;
 	assert_missing(&d);
@@ -257,7 +257,7 @@ Test(store, writer_roundtrip)
 		cas_writer_t *w = NULL;
 		reap_errbuf_t eb = {{0}};
 
-		cr_assert_eq(cas_writer_new(st, &d, &w, &eb), REAP_OK, "%s", eb.msg);
+		cr_assert_eq(cas_writer_new(st, NULL, &d, &w, &eb), REAP_OK, "%s", eb.msg);
 		for (size_t off = 0; off < sizes[i];) {
 			size_t n = sizes[i] - off < 333 ? sizes[i] - off : 333;
 			cr_assert_eq(cas_writer_write(w, p + off, n, &eb), REAP_OK, "%s", eb.msg);
@@ -284,7 +284,7 @@ Test(store, writer_hash_mismatch_refused)
 		cas_writer_t *w = NULL;
 		reap_errbuf_t eb = {{0}};
 
-		cr_assert_eq(cas_writer_new(st, &d, &w, &eb), REAP_OK);
+		cr_assert_eq(cas_writer_new(st, NULL, &d, &w, &eb), REAP_OK);
 		cr_assert_eq(cas_writer_write(w, q, sizes[i], &eb), REAP_OK);
 		cr_assert_eq(cas_writer_commit(w, &eb), REAP_E_INVALID);
 		cr_assert(strstr(eb.msg, "content does not match digest") != NULL, "%s", eb.msg);
@@ -305,7 +305,7 @@ Test(store, writer_short_refused)
 	cas_writer_t *w = NULL;
 	reap_errbuf_t eb = {{0}};
 
-	cr_assert_eq(cas_writer_new(st, &d, &w, &eb), REAP_OK);
+	cr_assert_eq(cas_writer_new(st, NULL, &d, &w, &eb), REAP_OK);
 	cr_assert_eq(cas_writer_write(w, p, 3999, &eb), REAP_OK);
 	cr_assert_eq(cas_writer_commit(w, &eb), REAP_E_INVALID);
 	cr_assert(strstr(eb.msg, "size 3999") != NULL, "%s", eb.msg);
@@ -330,7 +330,7 @@ Test(store, writer_overshoot_refused)
 		reap_errbuf_t eb = {{0}};
 
 		cr_assert_eq(reap_digest_of(p, n, &d), REAP_OK);
-		cr_assert_eq(cas_writer_new(st, &d, &w, &eb), REAP_OK);
+		cr_assert_eq(cas_writer_new(st, NULL, &d, &w, &eb), REAP_OK);
 		cr_assert_eq(cas_writer_write(w, p, n + 1, &eb), REAP_E_INVALID);
 		cr_assert(strstr(eb.msg, "past the digest size") != NULL, "%s", eb.msg);
 		cr_assert_eq(cas_writer_offset(w), 0);
@@ -351,10 +351,10 @@ Test(store, writer_free_uncommitted_leaves_nothing)
 	uint8_t *p = blob(8000, 24, &d), *q = blob(300, 25, &e);
 	cas_writer_t *w = NULL, *v = NULL;
 
-	cr_assert_eq(cas_writer_new(st, &d, &w, NULL), REAP_OK);
+	cr_assert_eq(cas_writer_new(st, NULL, &d, &w, NULL), REAP_OK);
 	cr_assert_eq(cas_writer_write(w, p, 4000, NULL), REAP_OK);
 	cr_assert_eq(count_files("tmp"), 1);
-	cr_assert_eq(cas_writer_new(st, &e, &v, NULL), REAP_OK);
+	cr_assert_eq(cas_writer_new(st, NULL, &e, &v, NULL), REAP_OK);
 	cr_assert_eq(cas_writer_write(v, q, 300, NULL), REAP_OK);
 	cas_writer_free(w);
 	cas_writer_free(v);
@@ -381,8 +381,8 @@ Test(store, empty_blob)
 	cr_assert_eq(cas_store_has(st, &d), REAP_OK);
 	cr_assert_eq(cas_store_find(st, &d, 1, &present), REAP_OK);
 	cr_assert(present);
-	cr_assert_eq(cas_store_put(st, &d, "", 0, NULL), REAP_OK);
-	cr_assert_eq(cas_writer_new(st, &d, &w, NULL), REAP_OK);
+	cr_assert_eq(cas_store_put(st, NULL, &d, "", 0, NULL), REAP_OK);
+	cr_assert_eq(cas_writer_new(st, NULL, &d, &w, NULL), REAP_OK);
 	cr_assert_eq(cas_writer_commit(w, NULL), REAP_OK);
 	cas_writer_free(w);
 	assert_stats(0, 0);
@@ -416,7 +416,7 @@ Test(store, reader_offsets)
 		cas_reader_t *r = NULL;
 		size_t got = 99;
 
-		cr_assert_eq(cas_store_put(st, &d, p, sizes[i], NULL), REAP_OK);
+		cr_assert_eq(cas_store_put(st, NULL, &d, p, sizes[i], NULL), REAP_OK);
 		cr_assert_eq(cas_reader_open(st, &d, &r), REAP_OK);
 		cr_assert_eq(cas_reader_read(r, -1, buf, sizeof(buf), &got), REAP_E_RANGE);
 		cr_assert_eq(got, 0);
@@ -443,7 +443,7 @@ Test(store, get_limits)
 	void *data = (void *)1;
 	size_t len = 1;
 
-	cr_assert_eq(cas_store_put(st, &d, p, 2000, NULL), REAP_OK);
+	cr_assert_eq(cas_store_put(st, NULL, &d, p, 2000, NULL), REAP_OK);
 	cr_assert_eq(cas_store_get(st, &d, 1999, &data, &len), REAP_E_EXHAUSTED);
 	cr_assert_null(data);
 	cr_assert_eq(cas_store_get(st, &missing, 100, &data, &len), REAP_E_NOT_FOUND);
@@ -464,7 +464,7 @@ Test(store, find_many)
 		size_t len = i % 2 ? 50 + i : 1500 + i;
 		uint8_t *p = blob(len, 100 + i, &ds[i]);
 		if (i % 3 == 0)
-			cr_assert_eq(cas_store_put(st, &ds[i], p, len, NULL), REAP_OK);
+			cr_assert_eq(cas_store_put(st, NULL, &ds[i], p, len, NULL), REAP_OK);
 		free(p);
 	}
 	reap_digest_empty(&ds[N - 1]);
@@ -537,7 +537,7 @@ Test(store, reopen_keeps_everything)
 	for (unsigned i = 0; i < N; i++) {
 		size_t n = i % 5 == 0 ? 2000 + i : 10 + i;
 		ps[i] = blob(n, 200 + i, &ds[i]);
-		cr_assert_eq(cas_store_put(st, &ds[i], ps[i], n, NULL), REAP_OK);
+		cr_assert_eq(cas_store_put(st, NULL, &ds[i], ps[i], n, NULL), REAP_OK);
 	}
 	free(blob(1, 1, &action));
 	cr_assert_eq(cas_ac_put(st, "i", &action, "result", 6, NULL), REAP_OK);
@@ -565,7 +565,7 @@ Test(store, recovery_removes_orphans)
 	uint8_t *p = blob(3000, 50, &kept), *q = blob(3000, 51, &orphan);
 	char path[256], hex[REAP_HASH_HEX_LEN + 1];
 
-	cr_assert_eq(cas_store_put(st, &kept, p, 3000, NULL), REAP_OK);
+	cr_assert_eq(cas_store_put(st, NULL, &kept, p, 3000, NULL), REAP_OK);
 	cas_store_close(st);
 	st = NULL;
 
@@ -603,10 +603,10 @@ Test(store, recovery_drops_records_of_missing_files)
 	uint8_t *e = blob(5000, 63, &bad);
 	char path[256];
 
-	cr_assert_eq(cas_store_put(st, &gone, a, 3000, NULL), REAP_OK);
-	cr_assert_eq(cas_store_put(st, &kept, b, 4000, NULL), REAP_OK);
-	cr_assert_eq(cas_store_put(st, &small, c, 20, NULL), REAP_OK);
-	cr_assert_eq(cas_store_put(st, &bad, e, 5000, NULL), REAP_OK);
+	cr_assert_eq(cas_store_put(st, NULL, &gone, a, 3000, NULL), REAP_OK);
+	cr_assert_eq(cas_store_put(st, NULL, &kept, b, 4000, NULL), REAP_OK);
+	cr_assert_eq(cas_store_put(st, NULL, &small, c, 20, NULL), REAP_OK);
+	cr_assert_eq(cas_store_put(st, NULL, &bad, e, 5000, NULL), REAP_OK);
 	cas_store_close(st);
 	st = NULL;
 	path_of(&gone, path, sizeof(path));

@@ -90,7 +90,7 @@ static void put(const reap_digest_t *d, const uint8_t *p)
 {
 	reap_errbuf_t eb = {{0}};
 
-	cr_assert_eq(cas_store_put(st, d, p, (size_t)d->size, &eb), REAP_OK, "%s", eb.msg);
+	cr_assert_eq(cas_store_put(st, NULL, d, p, (size_t)d->size, &eb), REAP_OK, "%s", eb.msg);
 }
 
 /* Presence via find (which refreshes the last use of a found blob). */
@@ -334,9 +334,9 @@ static void *put_same(void *arg)
 
 	for (int r = 0; r < ROUNDS; r++) {
 		cas_writer_t *w = NULL;
-		if (cas_store_put(st, &a->d[0], a->p[0], (size_t)a->d[0].size, NULL) != REAP_OK ||
-		    cas_store_put(st, &a->d[1], a->p[1], (size_t)a->d[1].size, NULL) != REAP_OK ||
-		    cas_writer_new(st, &a->d[2], &w, NULL) != REAP_OK ||
+		if (cas_store_put(st, NULL, &a->d[0], a->p[0], (size_t)a->d[0].size, NULL) != REAP_OK ||
+		    cas_store_put(st, NULL, &a->d[1], a->p[1], (size_t)a->d[1].size, NULL) != REAP_OK ||
+		    cas_writer_new(st, NULL, &a->d[2], &w, NULL) != REAP_OK ||
 		    cas_writer_write(w, a->p[2], (size_t)a->d[2].size, NULL) != REAP_OK ||
 		    cas_writer_commit(w, NULL) != REAP_OK)
 			__atomic_add_fetch(&a->failures, 1, __ATOMIC_RELAXED);
@@ -391,7 +391,7 @@ static void *mixed(void *arg)
 		size_t got;
 		bool found;
 
-		if (cas_store_put(st, &d, p, len, NULL) != REAP_OK ||
+		if (cas_store_put(st, NULL, &d, p, len, NULL) != REAP_OK ||
 		    cas_store_find(st, &d, 1, &found) != REAP_OK)
 			__atomic_add_fetch(&a->failures, 1, __ATOMIC_RELAXED);
 		/* It may be evicted already; if the reader opens, it reads the whole blob. */

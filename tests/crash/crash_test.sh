@@ -64,7 +64,7 @@ start_server() {
 	local out line
 	RUN=$((RUN + 1))
 	out="$TMP/reapd.$RUN.out"
-	"$REAPD" --listen 127.0.0.1:0 --data "$TMP/data" --ac-writers anonymous \
+	"$REAPD" --listen 127.0.0.1:0 --data "$TMP/data" --anonymous-role writer --metrics off \
 		>"$out" 2>"$TMP/reapd.$RUN.err" &
 	SERVER_PID=$!
 	PORT=""

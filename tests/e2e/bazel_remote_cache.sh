@@ -76,7 +76,8 @@ mkdir -p "$WS"
 prepare_debian_overrides
 
 # ---------------------------------------------------------------------------
-# Cache server: reapd, whose ActionCache anonymous clients may write.
+# Cache server: reapd; only a "writer" token (e.g. CI's) may write its
+# ActionCache. A plain client token's builds still succeed but upload nothing.
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
@@ -88,8 +89,9 @@ if [[ $CACHE_MODE == remote ]]; then
         fi
         REAPD_PORT=$REAP_E2E_PORT
     fi
-    start_reapd --ac-writers anonymous
-    CACHE_FLAG="--remote_cache=grpc://127.0.0.1:$PORT"
+    need_binary REAP reap
+    start_reapd
+    CACHE_FLAG=""
 else
     CACHE_FLAG="--disk_cache=$TMP/disk_cache"
 fi
@@ -98,11 +100,16 @@ fi
 # Bazel.
 
 BAZELRC=$TMP/e2e.bazelrc
-write_bazelrc_base "$BAZELRC"
-cat >>"$BAZELRC" <<EOF
-build $CACHE_FLAG
-build --remote_timeout=60
-EOF
+# cache_bazelrc: the bazelrc for the current CLIENT_TOKEN.
+cache_bazelrc() {
+    write_bazelrc_base "$BAZELRC"
+    if [[ $CACHE_MODE == remote ]]; then
+        remote_flags "$BAZELRC" --remote_cache
+    else
+        echo "build $CACHE_FLAG" >>"$BAZELRC"
+    fi
+    echo "build --remote_timeout=60" >>"$BAZELRC"
+}
 
 # bzc ROOT LOG ARGS...: bz in the workspace copy; shows the log on failure.
 bzc() {
@@ -110,15 +117,31 @@ bzc() {
     bz_show "$2"
     if grep -qi 'update_enabled\|upload_local_results' "$2"; then
         echo "hint: the server does not let this client write the action cache" \
-            "(reapd needs --ac-writers anonymous here)" >&2
+            "(only a writer token may upload results)" >&2
     fi
     return "$BZ_RC"
 }
 
+ROOT0=$TMP/out0
 ROOT1=$TMP/out1
 ROOT2=$TMP/out2
-USER_ROOTS=("$ROOT1" "$ROOT2")
+USER_ROOTS=("$ROOT0" "$ROOT1" "$ROOT2")
 TARGETS=(//...)
+
+if [[ $CACHE_MODE == remote ]]; then
+    # A client token: update_enabled is false for it, so Bazel must not
+    # upload; its build succeeds and leaves the cache empty (build #1 below
+    # proves that: it still has to run everything).
+    CLIENT_TOKEN=$(issue_token dev client)
+    cache_bazelrc
+    echo "build --noremote_upload_local_results" >>"$BAZELRC"
+    log "build #0 (client token: may read, may not write the action cache)"
+    bzc "$ROOT0" "$TMP/build0.log" build "${TARGETS[@]}" || fail "build #0 failed"
+    log "build #0: $(summary_line "$TMP/build0.log") [${BZ_SECS}s]"
+    bzc "$ROOT0" "$TMP/shutdown0.log" shutdown || true
+    CLIENT_TOKEN=$(issue_token ci writer)
+fi
+cache_bazelrc
 
 log "build #1 ($CACHE_MODE cache, cold)"
 bzc "$ROOT1" "$TMP/build1.log" build "${TARGETS[@]}" || fail "build #1 failed"

@@ -174,6 +174,7 @@ check_prereqs() {
     check_bazel_prereqs
     command -v bwrap >/dev/null 2>&1 || skip "bwrap not found (apt-get install bubblewrap)"
     need_binary REAPD reapd
+    need_binary REAP reap
     need_binary REAP_WORKER reap-worker
 }
 
@@ -253,13 +254,42 @@ lib_init() {
 # ---------------------------------------------------------------------------
 # reapd and workers.
 
+# make_tls DIR: a throw-away CA and a server certificate for localhost and
+# 127.0.0.1 (DIR/ca.pem, DIR/server.pem, DIR/server.key), made with openssl.
+make_tls() {
+    local d=$1
+    mkdir -p "$d"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=reap e2e CA" \
+        -keyout "$d/ca.key" -out "$d/ca.pem" >/dev/null 2>&1 || fail "openssl: CA"
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+        -keyout "$d/server.key" -out "$d/server.csr" >/dev/null 2>&1 || fail "openssl: CSR"
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >"$d/ext.cnf"
+    openssl x509 -req -in "$d/server.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" \
+        -CAcreateserial -days 2 -extfile "$d/ext.cnf" -out "$d/server.pem" >/dev/null 2>&1 ||
+        fail "openssl: server certificate"
+    chmod 600 "$d"/*.key
+}
+
+# issue_token SUBJECT ROLE: a token signed with reapd's key (needs $REAP).
+issue_token() {
+    "$REAP" auth token --key "$TMP/data/token.key" --subject "$1" --role "$2" --ttl 2h ||
+        fail "reap auth token $1 $2 failed"
+}
+
 # start_reapd EXTRA_ARGS...: reapd on 127.0.0.1, port $REAPD_PORT if set,
 # else a kernel-picked one (read from its readiness line), data in
-# $TMP/data. Sets REAPD_PID and PORT.
+# $TMP/data. Sets REAPD_PID and PORT. With REAPD_TLS=1 it serves TLS with a
+# certificate from make_tls (in $TMP/tls) and clients connect to localhost.
 start_reapd() {
     local deadline
+    local -a tls=()
     mkdir -p "$TMP/data"
-    "$REAPD" --listen "127.0.0.1:${REAPD_PORT:-0}" --data "$TMP/data" "$@" \
+    if [[ ${REAPD_TLS:-0} == 1 ]]; then
+        make_tls "$TMP/tls"
+        tls=(--tls-cert "$TMP/tls/server.pem" --tls-key "$TMP/tls/server.key")
+    fi
+    "$REAPD" --listen "127.0.0.1:${REAPD_PORT:-0}" --data "$TMP/data" --metrics 127.0.0.1:0 \
+        "${tls[@]}" "$@" \
         >"$TMP/reapd.out" 2>"$TMP/reapd.log" &
     REAPD_PID=$!
     deadline=$((SECONDS + START_TIMEOUT))
@@ -271,24 +301,35 @@ start_reapd() {
             local st=0
             wait "$REAPD_PID" || st=$?
             REAPD_PID=""
+            tail -n 5 "$TMP/reapd.log" >&2
             fail "reapd exited during startup (status $st)"
         fi
         ((SECONDS < deadline)) || fail "reapd not ready after ${START_TIMEOUT}s"
         sleep 0.1
     done
     [[ -s $TMP/data/worker.token ]] || fail "reapd did not create $TMP/data/worker.token"
-    log "reapd up on 127.0.0.1:$PORT (pid $REAPD_PID) $*"
+    [[ $(stat -c %a "$TMP/data/token.key") == 600 ]] || fail "token.key is not mode 600"
+    log "reapd up on 127.0.0.1:$PORT (pid $REAPD_PID) ${tls[*]:+TLS }$*"
 }
 
 # start_worker NAME SLOTS: a reap-worker against reapd; waits for its
 # "reap-worker ready" line. Sets WORKER_PID; logs to $TMP/worker-NAME.log.
 start_worker() {
     local name=$1 slots=$2 deadline logf=$TMP/worker-$1.log
+    local -a tls=()
+    local host=127.0.0.1
     mkdir -p "$TMP/$name/work" "$TMP/$name/cache"
-    "$REAP_WORKER" --scheduler "127.0.0.1:$PORT" --cas "127.0.0.1:$PORT" \
+    # Each worker has its own token, bound to its name.
+    issue_token "$name" worker >"$TMP/$name.token"
+    chmod 600 "$TMP/$name.token"
+    if [[ ${REAPD_TLS:-0} == 1 ]]; then
+        tls=(--tls-ca "$TMP/tls/ca.pem")
+        host=localhost
+    fi
+    "$REAP_WORKER" --scheduler "$host:$PORT" --cas "$host:$PORT" "${tls[@]}" \
         --name "$name" --slots "$slots" \
         --work "$TMP/$name/work" --cache "$TMP/$name/cache" --cache-size 1GiB \
-        --platform OSFamily=Linux --token-file "$TMP/data/worker.token" \
+        --platform OSFamily=Linux --token-file "$TMP/$name.token" \
         --default-timeout 300 >"$logf" 2>&1 &
     WORKER_PID=$!
     WORKER_PIDS+=("$WORKER_PID")
@@ -353,14 +394,28 @@ EOF
     fi
 }
 
+# remote_flags FILE FLAG: FLAG=grpc(s)://...:PORT, plus the CA and the
+# client's token (CLIENT_TOKEN) when set.
+remote_flags() {
+    if [[ ${REAPD_TLS:-0} == 1 ]]; then
+        printf 'build %s=grpcs://localhost:%s\nbuild --tls_certificate=%s\n' \
+            "$2" "$PORT" "$TMP/tls/ca.pem" >>"$1"
+    else
+        printf 'build %s=grpc://127.0.0.1:%s\n' "$2" "$PORT" >>"$1"
+    fi
+    if [[ -n ${CLIENT_TOKEN:-} ]]; then
+        printf 'build "--remote_header=authorization=Bearer %s"\n' "$CLIENT_TOKEN" >>"$1"
+    fi
+}
+
 # write_bazelrc FILE [--no-overrides]: write_bazelrc_base plus remote
 # execution against reapd, nothing run locally.
 write_bazelrc() {
     write_bazelrc_base "$@"
+    remote_flags "$1" --remote_executor
     cat >>"$1" <<EOF
 # Remote execution: every spawn goes to reapd's scheduler, no local
 # fallback; reapd's scheduler writes the ActionCache, clients do not.
-build --remote_executor=grpc://127.0.0.1:$PORT
 build --spawn_strategy=remote
 build --remote_local_fallback=false
 build --noremote_upload_local_results

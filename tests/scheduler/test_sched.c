@@ -19,27 +19,54 @@
 #define RE(name) Build__Bazel__Remote__Execution__V2__##name
 #define RE_INIT(NAME) BUILD__BAZEL__REMOTE__EXECUTION__V2__##NAME##__INIT
 #define DESC(name) build__bazel__remote__execution__v2__##name##__descriptor
-#define TOKEN "0123456789abcdef0123456789abcdef"
 
 static th_server_t t;
-static rpc_channel_t *wch; /* the worker's channel, with the secret */
+/* One channel per worker name, each with that worker's own token. */
+#define MAX_WCH 8
+static struct {
+	char name[32];
+	rpc_channel_t *ch;
+} wchs[MAX_WCH];
+
+static void wch_free_all(void)
+{
+	for (int i = 0; i < MAX_WCH; i++) {
+		rpc_channel_free(wchs[i].ch);
+		wchs[i].ch = NULL;
+		wchs[i].name[0] = '\0';
+	}
+}
+
+/* The channel of worker name (a token whose subject is name). */
+static rpc_channel_t *wch_for(const char *name)
+{
+	char target[64], hdr[1024];
+	int i;
+	for (i = 0; i < MAX_WCH && wchs[i].ch != NULL; i++)
+		if (strcmp(wchs[i].name, name) == 0)
+			return wchs[i].ch;
+	cr_assert_lt(i, MAX_WCH);
+	char *tok = th_token(AUTH_ROLE_WORKER, name, NULL, 0, 3600);
+	snprintf(target, sizeof(target), "127.0.0.1:%d", t.port);
+	snprintf(hdr, sizeof(hdr), "Bearer %s", tok);
+	free(tok);
+	wchs[i].ch = rpc_channel_new(target, 0);
+	cr_assert_eq(rpc_channel_set_header(wchs[i].ch, "authorization", hdr), 0);
+	snprintf(wchs[i].name, sizeof(wchs[i].name), "%s", name);
+	return wchs[i].ch;
+}
 
 static void start_with(int64_t ttl, int attempts)
 {
-	th_opts_t o = {.scheduler = true, .worker_token = TOKEN, .lease_ttl_ms = ttl,
-		       .max_attempts = attempts};
-	char target[64];
+	th_opts_t o = {.scheduler = true, .lease_ttl_ms = ttl, .max_attempts = attempts};
 	th_start(&t, &o);
-	snprintf(target, sizeof(target), "127.0.0.1:%d", t.port);
-	rpc_channel_free(wch); /* a suite .init may have run before this test's own */
-	wch = rpc_channel_new(target, 0);
-	cr_assert_eq(rpc_channel_set_header(wch, "authorization", "Bearer " TOKEN), 0);
+	wch_free_all(); /* a suite .init may have run before this test's own */
 }
 static void start(void) { start_with(0, 0); }
 static void start_short_lease(void) { start_with(300, 2); }
 static void stop(void)
 {
-	rpc_channel_free(wch);
+	wch_free_all();
 	th_stop(&t);
 }
 
@@ -128,6 +155,8 @@ static int finish(rpc_stream_t *s)
 	return code;
 }
 
+static const char *poll_toolchain; /* sent by poll_lease when set */
+
 static Reap__V1__Lease *poll_lease(rpc_channel_t *ch, const char *worker, const char *prop, int wait_ms,
 				   int *code)
 {
@@ -138,6 +167,8 @@ static Reap__V1__Lease *poll_lease(rpc_channel_t *ch, const char *worker, const 
 	rpc_status_t st = {0};
 	req.worker_name = (char *)worker;
 	req.wait_ms = wait_ms;
+	if (poll_toolchain != NULL)
+		req.toolchain = (char *)poll_toolchain;
 	if (prop != NULL) {
 		pp.name = (char *)"OSFamily";
 		pp.value = (char *)prop;
@@ -177,7 +208,7 @@ static int complete(const char *lease, const char *worker, int exit_code, const 
 	req.lease_id = (char *)lease;
 	req.worker_name = (char *)worker;
 	req.response = &er;
-	cr_assert_eq(rpc_unary(wch, "/reap.v1.WorkerQueue/Complete", &req.base,
+	cr_assert_eq(rpc_unary(wch_for(worker), "/reap.v1.WorkerQueue/Complete", &req.base,
 			       &reap__v1__complete_response__descriptor, (ProtobufCMessage **)&resp, &st, 10000), 0);
 	int code = st.code;
 	rpc_status_destroy(&st);
@@ -224,14 +255,14 @@ Test(sched, run_cache_and_dedup)
 	char name_b[64];
 	cr_assert_eq(next_op(b, NULL, name_b), 2);
 	cr_assert_str_eq(name, name_b, "identical actions in flight are merged");
-	Reap__V1__Lease *l = poll_lease(wch, "w1", NULL, 2000, &code);
+	Reap__V1__Lease *l = poll_lease(wch_for("w1"), "w1", NULL, 2000, &code);
 	cr_assert_eq(code, 0);
 	cr_assert_not_null(l, "the worker gets the queued action");
 	cr_assert_str_eq(l->action_digest->hash, ahex);
 	cr_assert_eq(next_op(a, NULL, NULL), 3, "EXECUTING");
 	cr_assert_eq(next_op(b, NULL, NULL), 3);
 	/* only one lease for the merged action */
-	Reap__V1__Lease *none = poll_lease(wch, "w2", NULL, 200, &code);
+	Reap__V1__Lease *none = poll_lease(wch_for("w2"), "w2", NULL, 200, &code);
 	cr_assert_null(none);
 	cr_assert_eq(complete(l->lease_id, "w1", 0, "hello\n", &cached), 0);
 	cr_assert(cached, "a successful result is written to the AC");
@@ -272,7 +303,7 @@ Test(sched, failures_are_returned_not_cached)
 	make_action("fail", NULL, &ad, ahex, false);
 	rpc_stream_t *a = execute(&ad, false);
 	cr_assert_eq(next_op(a, NULL, NULL), 2);
-	Reap__V1__Lease *l = poll_lease(wch, "w1", NULL, 2000, &code);
+	Reap__V1__Lease *l = poll_lease(wch_for("w1"), "w1", NULL, 2000, &code);
 	cr_assert_not_null(l);
 	cr_assert_eq(next_op(a, NULL, NULL), 3);
 	cr_assert_eq(complete(l->lease_id, "w1", 1, "boom\n", &cached), 0);
@@ -291,7 +322,7 @@ Test(sched, failures_are_returned_not_cached)
 	make_action("dnc", NULL, &ad, ahex, true);
 	a = execute(&ad, false);
 	cr_assert_eq(next_op(a, NULL, NULL), 2);
-	l = poll_lease(wch, "w1", NULL, 2000, &code);
+	l = poll_lease(wch_for("w1"), "w1", NULL, 2000, &code);
 	cr_assert_eq(complete(l->lease_id, "w1", 0, "ok\n", &cached), 0);
 	cr_assert_not(cached);
 	protobuf_c_message_free_unpacked(&l->base, NULL);
@@ -316,13 +347,114 @@ Test(sched, only_workers_take_leases)
 	make_action("owner", NULL, &ad, ahex, false);
 	rpc_stream_t *a = execute(&ad, false);
 	cr_assert_eq(next_op(a, NULL, NULL), 2);
-	Reap__V1__Lease *l = poll_lease(wch, "w1", NULL, 2000, &code);
+	Reap__V1__Lease *l = poll_lease(wch_for("w1"), "w1", NULL, 2000, &code);
 	cr_assert_not_null(l);
 	cr_assert_eq(complete(l->lease_id, "w2", 0, "x\n", NULL), GRPC_STATUS_PERMISSION_DENIED);
 	cr_assert_eq(complete("made-up-lease", "w1", 0, "x\n", NULL), GRPC_STATUS_NOT_FOUND);
 	cr_assert_eq(complete(l->lease_id, "w1", 0, "x\n", NULL), 0);
 	protobuf_c_message_free_unpacked(&l->base, NULL);
 	rpc_stream_cancel(a);
+}
+
+/* A worker credential is bound to its worker name and its instances. */
+Test(sched, worker_credentials_are_bound)
+{
+	int code;
+	cr_assert_null(poll_lease(wch_for("w1"), "w2", NULL, 0, &code));
+	cr_assert_eq(code, GRPC_STATUS_PERMISSION_DENIED, "w1's token cannot poll as w2");
+	char *tok = th_token(AUTH_ROLE_CLIENT, "w9", NULL, 0, 3600);
+	char target[64], hdr[1024];
+	snprintf(target, sizeof(target), "127.0.0.1:%d", t.port);
+	snprintf(hdr, sizeof(hdr), "Bearer %s", tok);
+	free(tok);
+	rpc_channel_t *client = rpc_channel_new(target, 0);
+	rpc_channel_set_header(client, "authorization", hdr);
+	cr_assert_null(poll_lease(client, "w9", NULL, 0, &code));
+	cr_assert_eq(code, GRPC_STATUS_PERMISSION_DENIED, "a client token cannot take leases");
+	rpc_channel_free(client);
+
+	/* A worker allowed only team-a gets no work of the default instance. */
+	const char *const team[] = {"team-a"};
+	tok = th_token(AUTH_ROLE_WORKER, "wa", team, 1, 3600);
+	snprintf(hdr, sizeof(hdr), "Bearer %s", tok);
+	free(tok);
+	rpc_channel_t *wa = rpc_channel_new(target, 0);
+	rpc_channel_set_header(wa, "authorization", hdr);
+	RE(Digest) ad;
+	char ahex[65];
+	make_action("scoped", NULL, &ad, ahex, false);
+	rpc_stream_t *a = execute(&ad, false);
+	cr_assert_eq(next_op(a, NULL, NULL), 2);
+	cr_assert_null(poll_lease(wa, "wa", NULL, 300, &code), "not its instance");
+	cr_assert_eq(code, 0);
+	Reap__V1__Lease *l = poll_lease(wch_for("w1"), "w1", NULL, 2000, &code);
+	cr_assert_not_null(l, "an all-instances worker takes it");
+	/* the team-a worker cannot complete w1's lease */
+	Reap__V1__CompleteRequest req = REAP__V1__COMPLETE_REQUEST__INIT;
+	rpc_status_t st = {0};
+	req.lease_id = l->lease_id;
+	req.worker_name = (char *)"wa";
+	cr_assert_eq(rpc_unary(wa, "/reap.v1.WorkerQueue/Complete", &req.base,
+			       &reap__v1__complete_response__descriptor, NULL, &st, 5000), 0);
+	cr_assert_eq(st.code, GRPC_STATUS_PERMISSION_DENIED);
+	rpc_status_destroy(&st);
+	rpc_channel_free(wa);
+	cr_assert_eq(complete(l->lease_id, "w1", 0, "x\n", NULL), 0);
+	protobuf_c_message_free_unpacked(&l->base, NULL);
+	rpc_stream_cancel(a);
+}
+
+/* Upgrading a platform's toolchain retires results built with the old one. */
+Test(sched, toolchain_upgrade_retires_results)
+{
+	RE(Digest) ad;
+	RE(ExecuteResponse) *resp = NULL;
+	char ahex[65];
+	int code;
+	bool cached = false;
+
+	poll_toolchain = "sha256:old";
+	cr_assert_null(poll_lease(wch_for("old"), "old", NULL, 0, &code));
+	make_action("tc", NULL, &ad, ahex, false);
+	rpc_stream_t *a = execute(&ad, false);
+	cr_assert_eq(next_op(a, NULL, NULL), 2);
+	Reap__V1__Lease *l = poll_lease(wch_for("old"), "old", NULL, 2000, &code);
+	cr_assert_not_null(l);
+	cr_assert_eq(next_op(a, NULL, NULL), 3);
+	cr_assert_eq(complete(l->lease_id, "old", 0, "tc\n", &cached), 0);
+	cr_assert(cached);
+	protobuf_c_message_free_unpacked(&l->base, NULL);
+	cr_assert_eq(next_op(a, NULL, NULL), 4);
+	cr_assert_eq(finish(a), 0);
+	a = execute(&ad, false);
+	cr_assert_eq(next_op(a, &resp, NULL), 4);
+	cr_assert(resp->cached_result, "served while its toolchain is current");
+	protobuf_c_message_free_unpacked(&resp->base, NULL);
+	cr_assert_eq(finish(a), 0);
+
+	usleep(20 * 1000);
+	poll_toolchain = "sha256:new"; /* a worker with the upgraded toolchain joins */
+	cr_assert_null(poll_lease(wch_for("new"), "new", NULL, 0, &code));
+	a = execute(&ad, false);
+	cr_assert_eq(next_op(a, NULL, NULL), 2, "the old result is not served any more");
+	poll_toolchain = "sha256:old";
+	cr_assert_null(poll_lease(wch_for("old"), "old", NULL, 300, &code),
+		       "a worker with the retired toolchain gets no work");
+	poll_toolchain = "sha256:new";
+	l = poll_lease(wch_for("new"), "new", NULL, 2000, &code);
+	cr_assert_not_null(l);
+	cr_assert_eq(next_op(a, NULL, NULL), 3);
+	cr_assert_eq(complete(l->lease_id, "new", 0, "tc\n", &cached), 0);
+	cr_assert(cached);
+	protobuf_c_message_free_unpacked(&l->base, NULL);
+	cr_assert_eq(next_op(a, NULL, NULL), 4);
+	cr_assert_eq(finish(a), 0);
+	a = execute(&ad, false);
+	cr_assert_eq(next_op(a, &resp, NULL), 4);
+	cr_assert(resp->cached_result, "the new toolchain's result is served");
+	protobuf_c_message_free_unpacked(&resp->base, NULL);
+	cr_assert_eq(finish(a), 0);
+	poll_toolchain = NULL;
 }
 
 Test(sched, platform_matching)
@@ -332,7 +464,7 @@ Test(sched, platform_matching)
 	RE(ExecuteResponse) *resp = NULL;
 	int code;
 	/* a windows worker is live: a linux action can never run */
-	cr_assert_null(poll_lease(wch, "win", "windows", 0, &code));
+	cr_assert_null(poll_lease(wch_for("win"), "win", "windows", 0, &code));
 	make_action("plat", "linux", &ad, ahex, false);
 	rpc_stream_t *a = execute(&ad, false);
 	cr_assert_eq(next_op(a, &resp, NULL), 4);
@@ -340,11 +472,11 @@ Test(sched, platform_matching)
 	protobuf_c_message_free_unpacked(&resp->base, NULL);
 	finish(a);
 	/* once a linux worker is live, it runs there and not on the windows one */
-	cr_assert_null(poll_lease(wch, "lin", "linux", 0, &code));
+	cr_assert_null(poll_lease(wch_for("lin"), "lin", "linux", 0, &code));
 	a = execute(&ad, false);
 	cr_assert_eq(next_op(a, NULL, NULL), 2);
-	cr_assert_null(poll_lease(wch, "win", "windows", 200, &code));
-	Reap__V1__Lease *l = poll_lease(wch, "lin", "linux", 2000, &code);
+	cr_assert_null(poll_lease(wch_for("win"), "win", "windows", 200, &code));
+	Reap__V1__Lease *l = poll_lease(wch_for("lin"), "lin", "linux", 2000, &code);
 	cr_assert_not_null(l);
 	cr_assert_eq(complete(l->lease_id, "lin", 0, "x\n", NULL), 0);
 	protobuf_c_message_free_unpacked(&l->base, NULL);
@@ -363,12 +495,12 @@ Test(sched, expired_lease_is_requeued_then_fails, .init = start_short_lease)
 	make_action("lost", NULL, &ad, ahex, false);
 	rpc_stream_t *a = execute(&ad, false);
 	cr_assert_eq(next_op(a, NULL, NULL), 2);
-	Reap__V1__Lease *l1 = poll_lease(wch, "dies", NULL, 2000, &code);
+	Reap__V1__Lease *l1 = poll_lease(wch_for("dies"), "dies", NULL, 2000, &code);
 	cr_assert_not_null(l1);
 	cr_assert_eq(next_op(a, NULL, NULL), 3);
 	/* never renewed: after the TTL it is queued again and a new worker gets it */
 	cr_assert_eq(next_op(a, NULL, NULL), 2, "re-queued");
-	Reap__V1__Lease *l2 = poll_lease(wch, "dies-too", NULL, 2000, &code);
+	Reap__V1__Lease *l2 = poll_lease(wch_for("dies-too"), "dies-too", NULL, 2000, &code);
 	cr_assert_not_null(l2);
 	cr_assert_str_neq(l1->lease_id, l2->lease_id);
 	cr_assert_eq(complete(l1->lease_id, "dies", 0, "late\n", NULL), GRPC_STATUS_NOT_FOUND,
@@ -392,7 +524,7 @@ Test(sched, renew_keeps_lease_and_cancel_reaches_worker, .init = start_short_lea
 	make_action("long", NULL, &ad, ahex, false);
 	rpc_stream_t *a = execute(&ad, false);
 	cr_assert_eq(next_op(a, NULL, name), 2);
-	Reap__V1__Lease *l = poll_lease(wch, "w", NULL, 2000, &code);
+	Reap__V1__Lease *l = poll_lease(wch_for("w"), "w", NULL, 2000, &code);
 	cr_assert_not_null(l);
 	Reap__V1__RenewRequest rr = REAP__V1__RENEW_REQUEST__INIT;
 	rr.lease_id = l->lease_id;
@@ -408,7 +540,7 @@ Test(sched, renew_keeps_lease_and_cancel_reaches_worker, .init = start_short_lea
 			cr_assert_eq(th_unary(&t, "/google.longrunning.Operations/CancelOperation", &c.base,
 					      &google__protobuf__empty__descriptor, NULL, NULL), 0);
 		}
-		cr_assert_eq(rpc_unary(wch, "/reap.v1.WorkerQueue/Renew", &rr.base,
+		cr_assert_eq(rpc_unary(wch_for("w"), "/reap.v1.WorkerQueue/Renew", &rr.base,
 				       &reap__v1__renew_response__descriptor, (ProtobufCMessage **)&r, &st, 5000), 0);
 		cr_assert_eq(st.code, 0, "renewed leases stay alive: %s", st.msg);
 		cancelled = r->cancelled;
@@ -490,13 +622,13 @@ Test(sched, drain_answers_waiting_polls)
 	struct timespec a, b;
 	clock_gettime(CLOCK_MONOTONIC, &a);
 	cr_assert_eq(pthread_create(&th, NULL, drain_later, t.sched), 0);
-	cr_assert_null(poll_lease(wch, "w", NULL, 10000, &code));
+	cr_assert_null(poll_lease(wch_for("w"), "w", NULL, 10000, &code));
 	clock_gettime(CLOCK_MONOTONIC, &b);
 	pthread_join(th, NULL);
 	cr_assert_eq(code, 0);
 	cr_assert_lt(b.tv_sec - a.tv_sec, 5, "the 10 s poll ended at the drain");
 	/* later polls are answered at once */
-	cr_assert_null(poll_lease(wch, "w", NULL, 10000, &code));
+	cr_assert_null(poll_lease(wch_for("w"), "w", NULL, 10000, &code));
 }
 
 Test(sched, capabilities_advertise_execution)

@@ -5,14 +5,45 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/digest.h"
+
+const auth_key_t *th_key(void)
+{
+	static const auth_key_t key = {.secret = "reap test key: never use it elsewhere",
+				       .len = 32, .signing = true};
+	return &key;
+}
+
+char *th_token(auth_role_t role, const char *subject, const char *const *instances,
+	       size_t n_instances, int64_t ttl_s)
+{
+	reap_errbuf_t eb = {{0}};
+	auth_claims_t c = {.role = role};
+	char *tok = NULL;
+
+	snprintf(c.subject, sizeof(c.subject), "%s", subject);
+	c.issued_at = (int64_t)time(NULL);
+	c.expires = c.issued_at + ttl_s;
+	if (instances == NULL) {
+		c.n_instances = 1;
+	} else {
+		cr_assert_leq(n_instances, AUTH_MAX_PREFIXES);
+		c.n_instances = n_instances;
+		for (size_t i = 0; i < n_instances; i++)
+			snprintf(c.instances[i], sizeof(c.instances[i]), "%s", instances[i]);
+	}
+	cr_assert_eq(auth_token_issue(th_key(), &c, &tok, &eb), 0, "token: %s", eb.msg);
+	return tok;
+}
 
 static void start_server(th_server_t *t)
 {
 	reap_errbuf_t eb = {{0}};
 	const th_opts_t *o = &t->opts;
-	auth_config_t acfg = {.ac_writers = o->ac_writers, .worker_token = o->worker_token};
+	auth_config_t acfg = {.anonymous = o->no_anonymous ? AUTH_ANON_NONE : AUTH_ANON_LOOPBACK,
+			      .anonymous_role = o->anon_role};
 	cas_store_config_t scfg = {.path = t->dir, .capacity_bytes = o->capacity,
 				   .inline_max = o->inline_max ? o->inline_max : 64 << 10,
 				   .no_sync = true};
@@ -23,7 +54,12 @@ static void start_server(th_server_t *t)
 
 	t->store = cas_store_open(&scfg, &eb);
 	cr_assert_not_null(t->store, "store: %s", eb.msg);
-	t->policy = auth_policy_new(&acfg);
+	if (o->auth != NULL)
+		acfg = *o->auth;
+	acfg.keys = th_key();
+	acfg.n_keys = 1;
+	t->policy = auth_policy_new(&acfg, &eb);
+	cr_assert_not_null(t->policy, "policy: %s", eb.msg);
 	if (o->instances != NULL) {
 		t->instances = reap_instances_new((const char **)o->instances, o->n_instances, &eb);
 		cr_assert_not_null(t->instances, "instances: %s", eb.msg);

@@ -19,14 +19,15 @@
 #include "scheduler/sched.h"
 
 typedef struct th_opts {
-	auth_ac_writers_t ac_writers;
+	auth_role_t anon_role; /* role of anonymous callers; NONE = client */
+	bool no_anonymous;     /* every caller needs a token */
+	const auth_config_t *auth; /* a whole auth config instead (keys are kept) */
 	const char *const *instances; /* NULL = any */
 	size_t n_instances;
 	size_t max_msg;      /* 0 = 4 MiB */
 	size_t inline_max;   /* 0 = 64 KiB, so tests reach the file path cheaply */
 	uint64_t capacity;   /* 0 = unlimited */
 	bool scheduler;      /* also serve Execution, Operations and WorkerQueue */
-	const char *worker_token; /* the workers' secret (NULL: none) */
 	int64_t lease_ttl_ms;
 	int max_attempts;
 } th_opts_t;
@@ -46,6 +47,15 @@ typedef struct th_server {
 
 /** Start a server; asserts (criterion) on failure. */
 void th_start(th_server_t *t, const th_opts_t *opts);
+/** The key every harness server accepts tokens from. */
+const auth_key_t *th_key(void);
+/**
+ * A token for subject with role, valid for ttl_s (negative = already
+ * expired), for the instance prefixes in instances (NULL = all). malloc'd.
+ */
+char *th_token(auth_role_t role, const char *subject, const char *const *instances,
+	       size_t n_instances, int64_t ttl_s);
+
 /** Stop, free and remove the data folder. */
 void th_stop(th_server_t *t);
 /** Stop and start again on the same data folder (a restart). */
