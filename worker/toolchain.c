@@ -83,7 +83,8 @@ static void walk_dir(walk_t *w, int dfd, const char *path, int depth)
 		}
 		n++;
 	}
-	qsort(names, n, sizeof(*names), cmp_names);
+	if (n > 1)
+		qsort(names, n, sizeof(*names), cmp_names);
 	for (size_t i = 0; i < n && w->err == REAP_OK; i++) {
 		struct stat st;
 		char child[4096];
