@@ -267,6 +267,12 @@ int auth_check(const auth_policy_t *p, const auth_identity_t *id, const char *in
 	return REAP_OK;
 }
 
+bool auth_loopback_network(const auth_policy_t *p, const char *instance)
+{
+	const auth_rule_t *r = rule_for(p, instance);
+	return r != NULL && r->loopback_network;
+}
+
 size_t auth_read_scopes(const auth_policy_t *p, const char *instance, const char **out,
 			size_t max)
 {

@@ -85,6 +85,7 @@ typedef struct auth_rule {
 	const char *prefix;              /* instance-name prefix, "" = all */
 	unsigned perms[AUTH_ROLE_COUNT]; /* auth_perm_t bits, indexed by auth_role_t */
 	bool shared; /* blobs in exactly this prefix are readable by instances under it */
+	bool loopback_network; /* actions here may ask for loopback-only networking */
 } auth_rule_t;
 
 /** The identity a verified client certificate subject maps to. */
@@ -145,6 +146,9 @@ int auth_check(const auth_policy_t *p, const auth_identity_t *id, const char *in
 
 /** Whether id's instance prefixes cover instance (path-segment prefixes). */
 bool auth_identity_allows(const auth_identity_t *id, const char *instance);
+
+/** May actions of instance ask for loopback-only networking (reap-network=loopback)? */
+bool auth_loopback_network(const auth_policy_t *p, const char *instance);
 
 /**
  * The scopes whose blobs are readable in instance: instance itself first,

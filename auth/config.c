@@ -295,11 +295,16 @@ static int parse_rule(ctx_t *x, size_t i, const json_t *v, auth_rule_t *r)
 			if (!json_is_boolean(f))
 				return bad(x, sub, "must be true or false%s", "");
 			r->shared = json_is_true(f);
+		} else if (strcmp(name, "loopback_network") == 0) {
+			if (!json_is_boolean(f))
+				return bad(x, sub, "must be true or false%s", "");
+			r->loopback_network = json_is_true(f);
 		} else if (auth_role_parse(name, &role) == REAP_OK) {
 			err = parse_perms(x, sub, f, &r->perms[role]);
 		} else {
 			err = bad(x, where,
-				  "unknown key \"%s\" (prefix, shared, client, worker, writer, admin)",
+				  "unknown key \"%s\" (prefix, shared, loopback_network, client, "
+				  "worker, writer, admin)",
 				  name);
 		}
 		if (err != REAP_OK)

@@ -40,6 +40,10 @@ bool sched_platform_satisfies(const RE(Platform) *asked, const char *const *offe
 		const RE(Platform__Property) *p = asked->properties[i];
 		size_t nl = strlen(p->name);
 		bool found = false;
+		/* reap-* properties are requests to the sandbox (narrower limits,
+		 * loopback networking), which every worker understands. */
+		if (strncmp(p->name, SCHED_SANDBOX_PREFIX, strlen(SCHED_SANDBOX_PREFIX)) == 0)
+			continue;
 		for (size_t j = 0; j < n_offer && !found; j++)
 			found = strncmp(offer[j], p->name, nl) == 0 && offer[j][nl] == '=' &&
 				strcmp(offer[j] + nl + 1, p->value) == 0;

@@ -63,9 +63,13 @@ const rpc_method_t *sched_methods(sched_t *s, size_t *n);
 
 /* ---- platform matching (exposed for tests) ---- */
 
+/** Properties with this prefix are sandbox requests, not matched against offers. */
+#define SCHED_SANDBOX_PREFIX "reap-"
+
 /**
  * True when the offered properties (n_offer "name=value" strings) satisfy
- * every property asked for (a Platform message; NULL asks nothing).
+ * every property asked for (a Platform message; NULL asks nothing), except
+ * SCHED_SANDBOX_PREFIX ones, which every worker's sandbox handles itself.
  */
 bool sched_platform_satisfies(const Build__Bazel__Remote__Execution__V2__Platform *asked,
 			      const char *const *offer, size_t n_offer);

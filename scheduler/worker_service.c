@@ -72,6 +72,7 @@ static void poll_reply(rpc_call_t *call, sched_t *s, poll_state_t *st)
 		cas_digest_to_pb(&op->action, &d, hex);
 		lease.action_digest = &d;
 		lease.lease_ttl_ms = s->cfg.lease_ttl_ms;
+		lease.allow_loopback_network = auth_loopback_network(s->cas->auth, op->instance);
 		resp.lease = &lease;
 		st->p.delivered = true;
 	}

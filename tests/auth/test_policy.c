@@ -323,6 +323,23 @@ Test(policy, read_scopes)
 	auth_policy_free(p);
 }
 
+Test(policy, loopback_network_by_longest_rule)
+{
+	const auth_rule_t rules[] = {
+		{.prefix = "", .perms = {[AUTH_ROLE_CLIENT] = R}},
+		{.prefix = "lab", .loopback_network = true},
+		{.prefix = "lab/prod", .loopback_network = false},
+	};
+	auth_config_t cfg = {.rules = rules, .n_rules = 3};
+	auth_policy_t *p = policy(&cfg);
+	cr_expect_not(auth_loopback_network(p, ""));
+	cr_expect(auth_loopback_network(p, "lab"));
+	cr_expect(auth_loopback_network(p, "lab/x"));
+	cr_expect_not(auth_loopback_network(p, "lab/prod/x"), "a longer rule turns it off");
+	cr_expect_not(auth_loopback_network(p, "labs"), "segment prefixes only");
+	auth_policy_free(p);
+}
+
 /* ---- one caller's success never lets another in ---- */
 
 Test(policy, no_cross_caller_leak)

@@ -259,6 +259,7 @@ Test(sched, run_cache_and_dedup)
 	cr_assert_eq(code, 0);
 	cr_assert_not_null(l, "the worker gets the queued action");
 	cr_assert_str_eq(l->action_digest->hash, ahex);
+	cr_assert_not(l->allow_loopback_network, "the default policy allows no networking");
 	cr_assert_eq(next_op(a, NULL, NULL), 3, "EXECUTING");
 	cr_assert_eq(next_op(b, NULL, NULL), 3);
 	/* only one lease for the merged action */
@@ -606,6 +607,11 @@ Test(sched_unit, platform_satisfies)
 	b.name = (char *)"poo";
 	b.value = (char *)"l=big";
 	cr_assert_not(sched_platform_satisfies(&p, offer, 3), "no prefix confusion");
+	b.name = (char *)"reap-limit-memory";
+	b.value = (char *)"1GiB";
+	cr_assert(sched_platform_satisfies(&p, offer, 3), "sandbox requests are not matched");
+	b.name = (char *)"reaper";
+	cr_assert_not(sched_platform_satisfies(&p, offer, 3), "only the reap- prefix is skipped");
 }
 
 static void *drain_later(void *arg)
