@@ -10,9 +10,40 @@
 struct reap_config {
 	json_t *root;
 	char *path;
+	char where[4200]; /* "path:line" of the key an error names (see where()) */
 	const char *known[MAX_KEYS];
 	size_t n_known;
 };
+
+/*
+ * "path:line" of the first line where key appears as an object key, else
+ * just the path. jansson keeps no positions for parsed values, so the file
+ * is scanned again; only on the error path.
+ */
+static const char *where(reap_config_t *c, const char *key)
+{
+	char line[4096], pat[300];
+	FILE *f = fopen(c->path, "r");
+	int n = 0, found = 0;
+
+	snprintf(c->where, sizeof(c->where), "%s", c->path);
+	snprintf(pat, sizeof(pat), "\"%s\"", key);
+	while (f != NULL && !found && fgets(line, sizeof(line), f) != NULL) {
+		const char *p = line;
+		n++;
+		while (!found && (p = strstr(p, pat)) != NULL) {
+			p += strlen(pat);
+			while (*p == ' ' || *p == '\t')
+				p++;
+			found = *p == ':';
+		}
+	}
+	if (f != NULL)
+		fclose(f);
+	if (found)
+		snprintf(c->where, sizeof(c->where), "%s:%d", c->path, n);
+	return c->where;
+}
 
 reap_config_t *reap_config_load(const char *path, reap_errbuf_t *eb)
 {
@@ -59,7 +90,7 @@ int reap_config_string(reap_config_t *c, const char *key, const char **out, reap
 	if (v == NULL)
 		return REAP_OK;
 	if (!json_is_string(v))
-		return reap_errf(eb, REAP_E_INVALID, "%s: key \"%s\" must be a string", c->path, key);
+		return reap_errf(eb, REAP_E_INVALID, "%s: key \"%s\" must be a string", where(c, key), key);
 	*out = json_string_value(v);
 	return REAP_OK;
 }
@@ -72,7 +103,7 @@ int reap_config_int(reap_config_t *c, const char *key, int64_t min, int64_t max,
 		return REAP_OK;
 	if (!json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max)
 		return reap_errf(eb, REAP_E_INVALID,
-				 "%s: key \"%s\" must be an integer from %lld to %lld", c->path, key,
+				 "%s: key \"%s\" must be an integer from %lld to %lld", where(c, key), key,
 				 (long long)min, (long long)max);
 	*out = json_integer_value(v);
 	return REAP_OK;
@@ -116,7 +147,7 @@ int reap_config_size(reap_config_t *c, const char *key, uint64_t *out, reap_errb
 	if (json_is_string(v) && reap_parse_size(json_string_value(v), out) == REAP_OK)
 		return REAP_OK;
 	return reap_errf(eb, REAP_E_INVALID,
-			 "%s: key \"%s\" must be a size such as 1048576 or \"10GiB\"", c->path, key);
+			 "%s: key \"%s\" must be a size such as 1048576 or \"10GiB\"", where(c, key), key);
 }
 
 int reap_config_strings(reap_config_t *c, const char *key, const char ***out, size_t *n,
@@ -142,7 +173,7 @@ int reap_config_strings(reap_config_t *c, const char *key, const char ***out, si
 	*n = json_array_size(v);
 	return REAP_OK;
 bad:
-	return reap_errf(eb, REAP_E_INVALID, "%s: key \"%s\" must be an array of strings", c->path,
+	return reap_errf(eb, REAP_E_INVALID, "%s: key \"%s\" must be an array of strings", where(c, key),
 			 key);
 }
 
@@ -166,7 +197,7 @@ int reap_config_check_unknown(reap_config_t *c, reap_errbuf_t *eb)
 			if (strcmp(c->known[i], key) == 0)
 				break;
 		if (i == c->n_known)
-			return reap_errf(eb, REAP_E_INVALID, "%s: unknown key \"%s\"", c->path, key);
+			return reap_errf(eb, REAP_E_INVALID, "%s: unknown key \"%s\"", where(c, key), key);
 	}
 	return REAP_OK;
 }

@@ -146,6 +146,18 @@ Test(config, keys_and_errors)
 	reap_config_free(c);
 	unlink(p);
 
+	/* value errors and unknown keys name the line of the key too */
+	p = write_tmp("{\n  \"data\": \"d\",\n  \"threads\": 999,\n  \"typo\" : 1\n}");
+	c = reap_config_load(p, &eb);
+	cr_assert_not_null(c, "%s", eb.msg);
+	cr_assert_eq(reap_config_int(c, "threads", 0, 8, &threads, &eb), REAP_E_INVALID);
+	cr_assert(strstr(eb.msg, ":3: key \"threads\"") != NULL, "%s", eb.msg);
+	cr_assert_eq(reap_config_string(c, "data", &listen, &eb), 0);
+	cr_assert_eq(reap_config_check_unknown(c, &eb), REAP_E_INVALID);
+	cr_assert(strstr(eb.msg, ":4: unknown key \"typo\"") != NULL, "%s", eb.msg);
+	reap_config_free(c);
+	unlink(p);
+
 	p = write_tmp("{\n\"listen\": \"x\",\n oops }");
 	cr_assert_null(reap_config_load(p, &eb));
 	cr_assert(strstr(eb.msg, ":3:") != NULL, "names the line: %s", eb.msg);
