@@ -6,7 +6,12 @@
  * usr/bin are reproduced as symlinks), a fresh /proc, /dev and /tmp, and the
  * exec root read-write at /build; the root itself (a tmpfs bwrap builds
  * the view on) is remounted read-only. Every namespace is new (user, pid, net,
- * ipc, uts, cgroup), so there is no network but a private loopback; all
+ * ipc, uts, cgroup). Network: a root worker makes the network namespace
+ * itself, before it drops to the sandbox uid, and leaves its lo down, so the
+ * action has no network at all; only an action allowed loopback networking
+ * (cfg->loopback_network) gets bwrap's own namespace, in which bwrap brings
+ * lo up. A non-root worker always gets bwrap's (it could not take lo down
+ * without a user namespace of its own around bwrap). All
  * capabilities are dropped (bwrap keeps them by default when the worker runs
  * as root); the environment is exactly the Command's.
  *
@@ -262,7 +267,8 @@ static void add_tmp(argv_buf_t *a, const wrk_limits_t *l)
 }
 
 static int build_argv(argv_buf_t *a, const wrk_sandbox_config_t *cfg, const char *bwrap,
-		      const char *bind_src, const WRK_RE(Command) *cmd, reap_errbuf_t *eb)
+		      const char *bind_src, bool empty_netns, const WRK_RE(Command) *cmd,
+		      reap_errbuf_t *eb)
 {
 	const char *pwd = NULL;
 	char buf[MAX_WD + 16];
@@ -270,6 +276,8 @@ static int build_argv(argv_buf_t *a, const wrk_sandbox_config_t *cfg, const char
 
 	arg_add(a, bwrap);
 	arg_add(a, "--unshare-all"); /* user(-try), pid, net, ipc, uts, cgroup(-try) */
+	if (empty_netns)
+		arg_add(a, "--share-net"); /* keep the spawning child's empty one (lo down) */
 	arg_add(a, "--unshare-user"); /* required, not -try: --disable-userns needs it */
 	arg_add(a, "--disable-userns");
 	arg_add(a, "--die-with-parent");
@@ -581,8 +589,9 @@ int wrk_sandbox_run(const wrk_sandbox_config_t *cfg, const char *exec_root,
 	plan.drop = geteuid() == 0;
 	plan.uid = cfg->uid != 0 ? cfg->uid : WRK_SANDBOX_DEFAULT_ID;
 	plan.gid = cfg->gid != 0 ? cfg->gid : WRK_SANDBOX_DEFAULT_ID;
-	if ((err = build_argv(&a, cfg, bwrap, plan.drop ? STAGE_DIR : exec_root, cmd, eb)) !=
-	    REAP_OK)
+	plan.empty_netns = plan.drop && !cfg->loopback_network;
+	if ((err = build_argv(&a, cfg, bwrap, plan.drop ? STAGE_DIR : exec_root, plan.empty_netns,
+			      cmd, eb)) != REAP_OK)
 		goto out;
 	ensure_working_dir(exec_root, cmd->working_directory);
 	/* the folders go to the sandbox uid; the walk also measures the root before the run */

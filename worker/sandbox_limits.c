@@ -430,7 +430,7 @@ static bool cgroup2_controllers(void)
 
 const char *wrk_sandbox_mechanisms(const wrk_sandbox_config_t *cfg)
 {
-	static __thread char buf[768];
+	static __thread char buf[900];
 	const wrk_limits_t *l = &cfg->limits;
 	char a[32], b[32], c[32], d[32];
 	bool root = geteuid() == 0;
@@ -442,12 +442,16 @@ const char *wrk_sandbox_mechanisms(const wrk_sandbox_config_t *cfg)
 		 "disk=%s (RLIMIT_FSIZE per file, exec-root usage sampled); tmp=%s (bwrap tmpfs --size); "
 		 "pids=%" PRIu64 " (RLIMIT_NPROC of uid %u, tree tasks sampled); "
 		 "output=%s (stdout/stderr size checked each tick); wall=timeout (pid 1 of the pid "
-		 "namespace killed); sandbox uid=%u; seccomp=on; cgroup=%s",
+		 "namespace killed); sandbox uid=%u; seccomp=on; network=%s; cgroup=%s",
 		 l->cpu_seconds, l->memory_bytes ? human(l->memory_bytes, a, sizeof(a)) : "none",
 		 l->disk_bytes ? human(l->disk_bytes, b, sizeof(b)) : "none",
 		 l->tmp_bytes ? human(l->tmp_bytes, c, sizeof(c)) : "unbounded",
 		 l->pids, (unsigned)uid, l->output_bytes ? human(l->output_bytes, d, sizeof(d)) : "none",
 		 (unsigned)uid,
+		 cfg->loopback_network ? "loopback only (bwrap's network namespace, lo up)"
+		 : root ? "none (an empty network namespace, lo down)"
+			: "private loopback (bwrap's network namespace; a non-root worker cannot "
+			  "take lo down)",
 		 cgroup2_controllers() ? "v2 controllers present but not used"
 				       : "none (no cgroup v2 with memory and pids controllers here)");
 	return buf;

@@ -2,8 +2,9 @@
  * sandbox_spawn.c - starting bwrap for one action: fork, then in the child
  * (async-signal-safe calls only: the worker is multithreaded) reset the
  * signals, take a process group, and, when the worker is root, make a
- * private mount namespace that shows the exec root at WRK_SB_STAGE_DIR and
- * drop to the sandbox uid; then the fixed descriptors, the rlimits, exec.
+ * private mount namespace that shows the exec root at WRK_SB_STAGE_DIR (and,
+ * unless the action may have loopback networking, an empty network
+ * namespace with lo down) and drop to the sandbox uid; then the fixed descriptors, the rlimits, exec.
  * Why the identity dance is needed is explained at the top of sandbox.c.
  * A child that fails before exec reports the stage and errno through a
  * close-on-exec pipe, so the caller can tell "could not start" from an
@@ -62,7 +63,15 @@ static _Noreturn void child_main(const wrk_spawn_plan_t *p, int pipe_w)
 		 */
 		char src[32] = "/proc/self/fd/", digits[12];
 		int rfd, nd = 0;
-		if (unshare(CLONE_NEWNS) != 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
+		/*
+		 * A new network namespace made here, by root in the initial user
+		 * namespace, starts with lo down, and nothing the unprivileged
+		 * sandbox does can bring it up (it holds no capability over a
+		 * namespace that user namespace owns); bwrap then keeps it
+		 * (--share-net) instead of making its own, where it brings lo up.
+		 */
+		int flags = CLONE_NEWNS | (p->empty_netns ? CLONE_NEWNET : 0);
+		if (unshare(flags) != 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
 		    (rfd = open(p->exec_root, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0)
 			child_fail(pipe_w, 0, errno);
 		do

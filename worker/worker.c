@@ -20,7 +20,10 @@
  * exit code; DEADLINE_EXCEEDED with the partial result when it timed out;
  * FAILED_PRECONDITION with a google.rpc.PreconditionFailure listing every
  * missing blob ("MISSING", "blobs/{hash}/{size}") so the client re-uploads;
- * INVALID_ARGUMENT for a malformed Action, Command or input tree. An action
+ * INVALID_ARGUMENT for a malformed Action, Command or input tree, or a bad
+ * "reap-" sandbox property (wrk_sandbox_for_action: limits can only be
+ * narrowed); FAILED_PRECONDITION for reap-network=loopback on a lease
+ * whose instance policy does not allow it. An action
  * that modified its staged input files (shared, hardlinked cache inodes)
  * gets INTERNAL, message "action modified its input files", with its result
  * attached for diagnosis: the scheduler caches status-OK results only, so
@@ -460,6 +463,7 @@ static void execute(lease_run_t *lr, wrk_cas_t *cas, outcome_t *o)
 	wrk_daemon_t *d = lr->slot->d;
 	WRK_RE(Action) *action = NULL;
 	WRK_RE(Command) *cmd = NULL;
+	wrk_sandbox_config_t sb;
 	wrk_staged_t staged = {0};
 	wrk_run_result_t run;
 	reap_errbuf_t eb = {{0}};
@@ -475,6 +479,16 @@ static void execute(lease_run_t *lr, wrk_cas_t *cas, outcome_t *o)
 		    &build__bazel__remote__execution__v2__command__descriptor, "the Command", o);
 	if (cmd == NULL)
 		goto out;
+	/* reap-limit-* narrow the limits; reap-network=loopback needs the lease's permission */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+	const WRK_RE(Platform) *cmd_pf = cmd->platform; /* REAPI before v2.2 */
+#pragma GCC diagnostic pop
+	if ((err = wrk_sandbox_for_action(&d->cfg.sandbox, action->platform, cmd_pf,
+					  lr->lease->allow_loopback_network, &sb, &eb)) != REAP_OK) {
+		set_error(o, err, &eb, "the action's sandbox request");
+		goto out;
+	}
 	if ((err = wrk_digest_from_pb(action->input_root_digest, &root_d, &eb)) != REAP_OK) {
 		set_error(o, err, &eb, "input_root_digest");
 		goto out;
@@ -501,7 +515,7 @@ static void execute(lease_run_t *lr, wrk_cas_t *cas, outcome_t *o)
 		goto out;
 	}
 
-	err = wrk_sandbox_run(&d->cfg.sandbox, lr->root, cmd, timeout_ms(d, action), lr->out_path,
+	err = wrk_sandbox_run(&sb, lr->root, cmd, timeout_ms(d, action), lr->out_path,
 			      lr->err_path, &lr->slot->cancel, &run, &eb);
 	if (err != REAP_OK) {
 		set_error(o, err, &eb, "running the command");

@@ -182,6 +182,15 @@ typedef struct wrk_sandbox_config {
 	 */
 	uid_t uid;
 	gid_t gid;
+	/*
+	 * Network of the action. false (the default): no network at all; a
+	 * root worker gives the action an empty network namespace whose lo is
+	 * down (not even 127.0.0.1 works), a non-root worker cannot take lo
+	 * down and gives it bwrap's private namespace with only lo up. true
+	 * (reap-network=loopback, when the lease allows it): bwrap's private
+	 * namespace with only lo up. Never the host's network either way.
+	 */
+	bool loopback_network;
 } wrk_sandbox_config_t;
 
 typedef struct wrk_run_result {
@@ -197,7 +206,8 @@ typedef struct wrk_run_result {
 /**
  * Run cmd (arguments, environment, working directory exactly as given)
  * with exec_root as the only writable tree (mounted at /build inside),
- * stdout and stderr to the files stdout_path and stderr_path, no network,
+ * stdout and stderr to the files stdout_path and stderr_path, no network
+ * (or a private loopback: cfg->loopback_network),
  * new user/pid/ipc/uts namespaces, a fresh /tmp and /proc, and the whole
  * process tree killed at timeout_ms (0 = none) or when *cancel turns true
  * (polled). Limits (cfg->limits) are enforced as described at wrk_limits_t;
@@ -212,6 +222,24 @@ int wrk_sandbox_run(const wrk_sandbox_config_t *cfg, const char *exec_root,
 		    const WRK_RE(Command) *cmd, int64_t timeout_ms, const char *stdout_path,
 		    const char *stderr_path, volatile const bool *cancel, wrk_run_result_t *out,
 		    reap_errbuf_t *eb);
+
+/**
+ * The sandbox of one action: *out = *base narrowed by the action's "reap-"
+ * platform properties (the Action's and the Command's platform; either may
+ * be NULL). reap-limit-cpu-seconds, reap-limit-pids (whole numbers) and
+ * reap-limit-memory, reap-limit-disk, reap-limit-tmp, reap-limit-output
+ * (sizes, reap_parse_size) each set min(worker's limit, requested), a
+ * worker limit of 0 (none) counting as infinite: a request can only
+ * narrow. reap-network=loopback sets loopback_network when allow_loopback
+ * (the lease's allow_loopback_network), reap-network=none is the default.
+ * Other properties are ignored. Returns REAP_E_INVALID for a malformed or
+ * zero value, a conflicting reap-network or an unknown "reap-" name;
+ * REAP_E_PRECONDITION for loopback asked without allow_loopback. eb says
+ * which property.
+ */
+int wrk_sandbox_for_action(const wrk_sandbox_config_t *base, const WRK_RE(Platform) *action_pf,
+			   const WRK_RE(Platform) *command_pf, bool allow_loopback,
+			   wrk_sandbox_config_t *out, reap_errbuf_t *eb);
 
 /** A one-line account of the mechanism enforcing each limit on this host (static storage). */
 const char *wrk_sandbox_mechanisms(const wrk_sandbox_config_t *cfg);

@@ -320,6 +320,7 @@ typedef struct wrk_spawn_plan {
 	char *const *argv;
 	int fds[WRK_SB_FIRST_FREE_FD];    /* become 0..4: stdin, stdout, stderr, info, seccomp */
 	bool drop;                 /* root: private mount of the exec root, then become uid:gid */
+	bool empty_netns;          /* with drop: also a new network namespace, lo left down */
 	const char *exec_root;
 	uid_t uid;
 	gid_t gid;

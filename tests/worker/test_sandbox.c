@@ -9,6 +9,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -444,4 +445,204 @@ Test(sandbox, root_worker_runs_actions_as_the_sandbox_uid)
 	cr_assert_eq(stat(staged, &st), 0);
 	cr_assert_eq(st.st_uid, 0);
 	cr_assert_str_eq(slurp(staged), "input\n");
+}
+
+/* ---- the action's sandbox requests (reap- platform properties) ---- */
+
+/* A Platform of "name=value" strings (static storage, up to 8). */
+typedef struct test_pf {
+	WRK_RE(Platform) pf;
+	WRK_RE(Platform__Property) p[8], *pp[8];
+	char buf[8][128];
+} test_pf_t;
+
+static const WRK_RE(Platform) *mkpf(test_pf_t *t, const char *const *props)
+{
+	memset(t, 0, sizeof(*t));
+	build__bazel__remote__execution__v2__platform__init(&t->pf);
+	for (size_t i = 0; props[i] != NULL && i < 8; i++) {
+		build__bazel__remote__execution__v2__platform__property__init(&t->p[i]);
+		snprintf(t->buf[i], sizeof(t->buf[i]), "%s", props[i]);
+		char *eq = strchr(t->buf[i], '=');
+		*eq = '\0';
+		t->p[i].name = t->buf[i];
+		t->p[i].value = eq + 1;
+		t->pp[i] = &t->p[i];
+		t->pf.n_properties = i + 1;
+	}
+	t->pf.properties = t->pp;
+	return &t->pf;
+}
+
+/* wrk_sandbox_for_action with the action's and the command's properties (NULL = no platform). */
+static int narrow(const wrk_sandbox_config_t *base, const char *const *action_props,
+		  const char *const *command_props, bool allow_loopback, wrk_sandbox_config_t *out,
+		  reap_errbuf_t *eb)
+{
+	test_pf_t a, c;
+	return wrk_sandbox_for_action(base, action_props ? mkpf(&a, action_props) : NULL,
+				      command_props ? mkpf(&c, command_props) : NULL, allow_loopback,
+				      out, eb);
+}
+
+Test(sandbox, properties_narrow_limits_and_never_widen)
+{
+	wrk_sandbox_config_t base = sb_cfg, out;
+	reap_errbuf_t eb = {{0}};
+	base.limits = (wrk_limits_t){.cpu_seconds = 10, .memory_bytes = 1ull << 30, .disk_bytes = 0,
+				     .tmp_bytes = 64ull << 20, .pids = 100, .output_bytes = 1 << 20};
+	const char *act[] = {"OSFamily=Linux", "reap-limit-cpu-seconds=5", "reap-limit-memory=2GiB",
+			     "reap-limit-disk=512MiB", "reap-limit-tmp=1G", "reap-limit-pids=50",
+			     "reap-limit-output=4KiB", NULL};
+	const char *cmd[] = {"reap-limit-cpu-seconds=3", "reap-limit-pids=500", NULL};
+	cr_assert_eq(narrow(&base, act, cmd, false, &out, &eb), REAP_OK, "%s", eb.msg);
+	cr_assert_eq(out.limits.cpu_seconds, 3);                /* the smallest of three */
+	cr_assert_eq(out.limits.memory_bytes, 1ull << 30);      /* 2GiB would widen: kept */
+	cr_assert_eq(out.limits.disk_bytes, 512ull << 20);      /* none -> 512MiB */
+	cr_assert_eq(out.limits.tmp_bytes, 64ull << 20);        /* 1G would widen: kept */
+	cr_assert_eq(out.limits.pids, 50);
+	cr_assert_eq(out.limits.output_bytes, 4096);
+	cr_assert(!out.loopback_network);
+	cr_assert_eq(out.ro_paths, base.ro_paths);
+	cr_assert_str_eq(out.bwrap, base.bwrap);
+	/* no properties: the worker's limits exactly */
+	cr_assert_eq(narrow(&base, NULL, NULL, true, &out, &eb), REAP_OK);
+	cr_assert_eq(memcmp(&out.limits, &base.limits, sizeof(base.limits)), 0);
+	cr_assert(!out.loopback_network);
+}
+
+Test(sandbox, bad_properties_are_invalid_argument)
+{
+	static const char *const bad[][2] = {
+		{"reap-limit-memory=lots", "reap-limit-memory"},
+		{"reap-limit-memory=1.5GiB", "reap-limit-memory"},
+		{"reap-limit-memory=0", "at least"},
+		{"reap-limit-memory=1MiB", "at least"}, /* bwrap itself would not start */
+		{"reap-limit-disk=", "reap-limit-disk"},
+		{"reap-limit-tmp=1KiB", "at least"},
+		{"reap-limit-output=-1", "reap-limit-output"},
+		{"reap-limit-cpu-seconds=5s", "whole number"},
+		{"reap-limit-cpu-seconds=0", "at least"},
+		{"reap-limit-pids=99999999999999999999999", "whole number"},
+		{"reap-limit-pids= 5", "whole number"},
+		{"reap-limit-cpu=5", "unknown sandbox platform property \"reap-limit-cpu\""},
+		{"reap-network=host", "\"none\" or \"loopback\""},
+	};
+	wrk_sandbox_config_t out;
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		reap_errbuf_t eb = {{0}};
+		const char *props[] = {bad[i][0], NULL};
+		cr_assert_eq(narrow(&sb_cfg, props, NULL, true, &out, &eb), REAP_E_INVALID, "%s",
+			     bad[i][0]);
+		cr_assert_neq(strstr(eb.msg, bad[i][1]), NULL, "%s: %s", bad[i][0], eb.msg);
+		/* the same from the Command's platform */
+		cr_assert_eq(narrow(&sb_cfg, NULL, props, true, &out, &eb), REAP_E_INVALID, "%s",
+			     bad[i][0]);
+	}
+	reap_errbuf_t eb = {{0}};
+	const char *a[] = {"reap-network=loopback", NULL}, *c[] = {"reap-network=none", NULL};
+	cr_assert_eq(narrow(&sb_cfg, a, c, true, &out, &eb), REAP_E_INVALID);
+	cr_assert_neq(strstr(eb.msg, "different values"), NULL, "%s", eb.msg);
+}
+
+Test(sandbox, loopback_network_needs_the_lease_s_permission)
+{
+	wrk_sandbox_config_t out;
+	reap_errbuf_t eb = {{0}};
+	const char *lo[] = {"reap-network=loopback", NULL}, *none[] = {"reap-network=none", NULL};
+	cr_assert_eq(narrow(&sb_cfg, lo, NULL, false, &out, &eb), REAP_E_PRECONDITION);
+	cr_assert_neq(strstr(eb.msg, "does not allow loopback networking"), NULL, "%s", eb.msg);
+	cr_assert_eq(narrow(&sb_cfg, NULL, lo, false, &out, &eb), REAP_E_PRECONDITION);
+	cr_assert_eq(narrow(&sb_cfg, lo, lo, true, &out, &eb), REAP_OK, "%s", eb.msg);
+	cr_assert(out.loopback_network);
+	cr_assert_eq(narrow(&sb_cfg, none, NULL, false, &out, &eb), REAP_OK, "%s", eb.msg);
+	cr_assert(!out.loopback_network);
+	cr_assert_eq(narrow(&sb_cfg, none, NULL, true, &out, &eb), REAP_OK, "%s", eb.msg);
+	cr_assert(!out.loopback_network);
+}
+
+/* Listen on and connect to 127.0.0.1 inside the sandbox: prints what worked. */
+#define LOOPBACK_PROBE                                                                         \
+	"use IO::Socket::INET; "                                                               \
+	"my $l = IO::Socket::INET->new(Listen => 1, LocalAddr => '127.0.0.1', LocalPort => 0, " \
+	"Proto => 'tcp') or do { print qq(no-listen\\n); exit 0 }; "                            \
+	"my $c = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $l->sockport, "    \
+	"Proto => 'tcp', Timeout => 5) or do { print qq(no-connect\\n); exit 0 }; "              \
+	"print qq(loopback-ok\\n);"
+
+/* Run a bash script; expect exit 0 and return stdout. */
+static char *bash_ok(const char *script)
+{
+	const char *argv[] = {"bash", "-c", script, NULL};
+	wrk_run_result_t res;
+	cr_assert_eq(run("", std_env, argv, 30000, NULL, &res), REAP_OK);
+	cr_assert_eq(res.exit_code, 0, "'%s' exited %d: %s", script, res.exit_code,
+		     slurp(err_path));
+	return slurp(out_path);
+}
+
+static char *probe_loopback(void)
+{
+	const char *argv[] = {"perl", "-e", LOOPBACK_PROBE, NULL};
+	wrk_run_result_t res;
+	cr_assert_eq(run("", std_env, argv, 30000, NULL, &res), REAP_OK);
+	cr_assert_eq(res.exit_code, 0, "stderr: %s", slurp(err_path));
+	return slurp(out_path);
+}
+
+Test(sandbox, network_none_and_loopback)
+{
+	wrk_sandbox_config_t saved = sb_cfg;
+	/* a listener on the host's loopback: reachable in neither mode */
+	int s = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t len = sizeof(a);
+	char script[256];
+	cr_assert_eq(bind(s, (struct sockaddr *)&a, sizeof(a)), 0);
+	cr_assert_eq(listen(s, 4), 0);
+	cr_assert_eq(getsockname(s, (struct sockaddr *)&a, &len), 0);
+	snprintf(script, sizeof(script),
+		 "if exec 3<>/dev/tcp/127.0.0.1/%d; then echo connected; else echo refused; fi",
+		 ntohs(a.sin_port));
+
+	/* default: a root worker leaves lo down (no network at all); otherwise bwrap's lo */
+	sb_cfg.loopback_network = false;
+	cr_assert_str_eq(probe_loopback(), geteuid() == 0 ? "no-connect\n" : "loopback-ok\n");
+	cr_assert_str_eq(bash_ok(script), "refused\n");
+	cr_assert_neq(strstr(wrk_sandbox_mechanisms(&sb_cfg), "network="), NULL);
+
+	/* reap-network=loopback: a private loopback that works, still not the host's */
+	sb_cfg.loopback_network = true;
+	cr_assert_str_eq(probe_loopback(), "loopback-ok\n");
+	cr_assert_str_eq(bash_ok(script), "refused\n");
+	cr_assert_str_eq(sh_ok("tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '"), "lo\n");
+	cr_assert_neq(strstr(wrk_sandbox_mechanisms(&sb_cfg), "network=loopback only"), NULL);
+
+	struct pollfd p = {.fd = s, .events = POLLIN};
+	cr_assert_eq(poll(&p, 1, 0), 0, "the host's listener saw a connection");
+	close(s);
+	sb_cfg = saved;
+}
+
+Test(sandbox, narrowed_limits_are_enforced)
+{
+	wrk_sandbox_config_t saved = sb_cfg, eff;
+	reap_errbuf_t eb = {{0}};
+	const char *props[] = {"reap-limit-output=64KiB", "reap-limit-tmp=1MiB",
+			       "reap-limit-memory=32MiB", NULL};
+	sb_cfg.limits = (wrk_limits_t){0}; /* the worker sets none: the action's own apply */
+	cr_assert_eq(narrow(&sb_cfg, props, NULL, false, &eff, &eb), REAP_OK, "%s", eb.msg);
+	sb_cfg = eff;
+	/* the smallest memory limit accepted still starts the sandbox */
+	cr_assert_str_eq(sh_ok("df -k /tmp | tail -1 | awk '{print $2}'"), "1024\n");
+	const char *argv[] = {"yes", NULL};
+	wrk_run_result_t res;
+	cr_assert_eq(run("", std_env, argv, 30000, NULL, &res), REAP_OK);
+	cr_assert_eq(res.limit, WRK_LIMIT_OUTPUT, "limit %d exit %d", res.limit, res.exit_code);
+	struct stat st;
+	cr_assert_eq(stat(out_path, &st), 0);
+	cr_assert_leq(st.st_size, 64 << 10);
+	cr_assert_neq(strstr(slurp(err_path), "output limit: stdout exceeded 65536 bytes"), NULL,
+		      "%s", slurp(err_path));
+	sb_cfg = saved;
 }
