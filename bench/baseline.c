@@ -2,15 +2,17 @@
  * baseline.c - what this machine can do without the server, measured in the
  * same run, so a scenario's figure can be read as a fraction of it.
  *
- * Today: single-core SHA-256 (OpenSSL EVP over 1 MiB blocks), the ceiling
- * for anything that must hash every byte it stores (ByteStream Write,
- * BatchUpdateBlobs), and the bwrap spawn of /bin/true (serial fork/exec
- * and wait, spawns/s and p50), the floor of any sandboxed execution
- * (execute-noop). The null-gRPC-server baselines (unary calls/s and streamed
- * MB/s over loopback with no work behind them) are a later issue: they have
- * their slots in bench_base_t and in the table below; adding one means
- * writing its measure function and pointing the scenarios that should use it
- * at it (reap_bench.c).
+ * Single-core SHA-256 (OpenSSL EVP over 1 MiB blocks), the ceiling for
+ * anything that must hash every byte it stores (ByteStream Write); the null
+ * gRPC server (null_server.c: reap's rpc server with do-nothing handlers),
+ * empty unary calls/s (the ceiling of ac-get) and server-streamed MB/s (the
+ * ceiling of bytestream-read); and the bwrap spawn of /bin/true (serial
+ * fork/exec and wait, spawns/s and p50), the floor of any sandboxed
+ * execution (execute-noop).
+ *
+ * bench_compare() turns a scenario's figure and its baseline (or absolute
+ * target) into the "vs" text every scenario prints; the targets are issue
+ * 7's and live in the scenarios (r->cmp, r->goal).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -27,11 +29,12 @@
 typedef struct base_def {
 	const char *name;
 	const char *unit;
-	int (*measure)(const bench_ctx_t *c, double *value); /* NULL: not implemented yet */
+	/* value, and a line on how it was measured into detail */
+	int (*measure)(bench_ctx_t *c, double *value, char *detail, size_t len);
 } base_def_t;
 
 /* SHA-256 of 1 MiB blocks on this thread for about sha_seconds; MB/s (10^6 B). */
-static int measure_sha256(const bench_ctx_t *c, double *value)
+static int measure_sha256(bench_ctx_t *c, double *value, char *detail, size_t len)
 {
 	const size_t block = 1u << 20;
 	uint8_t *buf = malloc(block);
@@ -62,6 +65,8 @@ static int measure_sha256(const bench_ctx_t *c, double *value)
 		t = bench_now() - t0;
 	} while (t < c->o.sha_seconds);
 	*value = (double)bytes / t / 1e6;
+	snprintf(detail, len, "single core, OpenSSL EVP, 1 MiB blocks, 64 MiB per digest, %.1f s",
+		 t);
 	rc = 0;
 out:
 	EVP_MD_CTX_free(ctx);
@@ -104,23 +109,22 @@ static int bwrap_once(const char *bwrap, char *err, size_t errlen)
 }
 
 /* bwrap_count serial spawns (after 3 untimed warm-ups); spawns/s, p50/p99 kept in c->base. */
-static int measure_bwrap(const bench_ctx_t *cc, double *value)
+static int measure_bwrap(bench_ctx_t *c, double *value, char *detail, size_t len)
 {
-	bench_ctx_t *c = (bench_ctx_t *)cc; /* the percentiles go next to the value */
 	bench_lat_t lat = {0};
 	char err[256];
 	double t0, t;
 
 	for (int i = 0; i < 3; i++)
 		if (bwrap_once(c->o.bwrap, err, sizeof(err)) != 0) {
-			printf("   bwrap: %s\n", err);
+			snprintf(detail, len, "%s", err);
 			return -1;
 		}
 	t0 = bench_now();
 	for (int i = 0; i < c->o.bwrap_count; i++) {
 		double s = bench_now();
 		if (bwrap_once(c->o.bwrap, err, sizeof(err)) != 0) {
-			printf("   bwrap: %s\n", err);
+			snprintf(detail, len, "%s", err);
 			bench_lat_destroy(&lat);
 			return -1;
 		}
@@ -131,14 +135,27 @@ static int measure_bwrap(const bench_ctx_t *cc, double *value)
 	c->base.bwrap_p50_ms = bench_lat_pct(&lat, 50);
 	c->base.bwrap_p99_ms = bench_lat_pct(&lat, 99);
 	bench_lat_destroy(&lat);
+	snprintf(detail, len, "p50 %.2f ms  p99 %.2f ms  (%d serial fork/exec/wait of bwrap "
+		 "--unshare-all ... /bin/true)", c->base.bwrap_p50_ms, c->base.bwrap_p99_ms,
+		 c->o.bwrap_count);
 	return 0;
+}
+
+static int measure_null_unary(bench_ctx_t *c, double *value, char *detail, size_t len)
+{
+	return bench_null_unary(c, value, detail, len);
+}
+
+static int measure_null_stream(bench_ctx_t *c, double *value, char *detail, size_t len)
+{
+	return bench_null_stream(c, value, detail, len);
 }
 
 static const base_def_t defs[BENCH_BASE_COUNT] = {
 	[BENCH_BASE_NONE] = {"none", "", NULL},
 	[BENCH_BASE_SHA256] = {"sha256", "MB/s", measure_sha256},
-	[BENCH_BASE_NULL_UNARY] = {"null-grpc-unary", "calls/s", NULL},
-	[BENCH_BASE_NULL_STREAM] = {"null-grpc-stream", "MB/s", NULL},
+	[BENCH_BASE_NULL_UNARY] = {"null-grpc-unary", "calls/s", measure_null_unary},
+	[BENCH_BASE_NULL_STREAM] = {"null-grpc-stream", "MB/s", measure_null_stream},
 	[BENCH_BASE_BWRAP] = {"bwrap", "spawns/s", measure_bwrap},
 };
 
@@ -147,14 +164,28 @@ const char *bench_base_name(bench_base_t b)
 	return b < BENCH_BASE_COUNT ? defs[b].name : "?";
 }
 
-bool bench_base_implemented(bench_base_t b)
-{
-	return b > BENCH_BASE_NONE && b < BENCH_BASE_COUNT && defs[b].measure != NULL;
-}
-
 const char *bench_base_unit(bench_base_t b)
 {
 	return b < BENCH_BASE_COUNT ? defs[b].unit : "";
+}
+
+int bench_baseline_one(bench_ctx_t *c, bench_base_t b)
+{
+	char *detail = c->base.detail[b];
+	double v = 0;
+
+	if (b <= BENCH_BASE_NONE || b >= BENCH_BASE_COUNT)
+		return -1;
+	fflush(stdout);
+	if (defs[b].measure(c, &v, detail, sizeof(c->base.detail[b])) != 0) {
+		printf("   %-18s FAILED: %s\n", defs[b].name, detail);
+		fflush(stdout);
+		return -1;
+	}
+	c->base.value[b] = v;
+	printf("   %-18s %10.1f %-9s %s\n", defs[b].name, v, defs[b].unit, detail);
+	fflush(stdout);
+	return 0;
 }
 
 int bench_baseline(bench_ctx_t *c)
@@ -162,51 +193,72 @@ int bench_baseline(bench_ctx_t *c)
 	int rc = 0;
 
 	printf("== baseline (this machine, this run)\n");
-	for (int b = BENCH_BASE_NONE + 1; b < BENCH_BASE_COUNT; b++) {
-		double v = 0;
-		if (defs[b].measure == NULL) {
-			printf("   %-18s not implemented yet (later issue)\n", defs[b].name);
-			continue;
-		}
-		if (defs[b].measure(c, &v) != 0) {
-			printf("   %-18s FAILED\n", defs[b].name);
+	for (int b = BENCH_BASE_NONE + 1; b < BENCH_BASE_COUNT; b++)
+		if (bench_baseline_one(c, (bench_base_t)b) != 0)
 			rc = -1;
-			continue;
-		}
-		c->base.value[b] = v;
-		printf("   %-18s %10.1f %s", defs[b].name, v, defs[b].unit);
-		if (b == BENCH_BASE_SHA256)
-			printf("  (single core, EVP, 1 MiB blocks)");
-		if (b == BENCH_BASE_BWRAP)
-			printf("  p50 %.2f ms  p99 %.2f ms  (%d serial fork/exec/wait of bwrap "
-			       "--unshare-all ... /bin/true)", c->base.bwrap_p50_ms,
-			       c->base.bwrap_p99_ms, c->o.bwrap_count);
-		printf("\n");
-	}
-	fflush(stdout);
 	return rc;
 }
 
 int bench_baseline_bwrap(bench_ctx_t *c)
 {
-	double v = 0;
-
-	if (measure_bwrap(c, &v) != 0) {
-		printf("   %-18s FAILED\n", "bwrap");
-		return -1;
-	}
-	c->base.value[BENCH_BASE_BWRAP] = v;
-	printf("   %-18s %10.1f spawns/s  p50 %.2f ms  p99 %.2f ms  (%d serial spawns, this run)\n",
-	       "bwrap", v, c->base.bwrap_p50_ms, c->base.bwrap_p99_ms, c->o.bwrap_count);
-	fflush(stdout);
-	return 0;
+	return bench_baseline_one(c, BENCH_BASE_BWRAP);
 }
 
-void bench_apply_ratio(const bench_ctx_t *c, bench_result_t *r)
+void bench_compare(const bench_ctx_t *c, bench_result_t *r)
 {
+	bool ok = r->ran && !r->failed && !r->skipped;
 	double base = r->base < BENCH_BASE_COUNT ? c->base.value[r->base] : 0;
-	double mine = r->base == BENCH_BASE_SHA256 || r->base == BENCH_BASE_NULL_STREAM ? r->mbps
-											: r->rate;
+	const char *name = bench_base_name(r->base);
 
-	r->ratio = (base > 0 && r->ran && !r->failed && !r->skipped) ? mine / base : -1;
+	r->cmp_ok = false;
+	r->vs[0] = '\0';
+	switch (r->cmp) {
+	case BENCH_CMP_NONE:
+		return;
+	case BENCH_CMP_RATIO:
+		if (!ok || base <= 0) {
+			snprintf(r->vs, sizeof(r->vs), "n/a (%s)", !ok ? "no result" : "baseline not measured");
+			return;
+		}
+		r->ratio = (r->base == BENCH_BASE_SHA256 || r->base == BENCH_BASE_NULL_STREAM
+				    ? r->mbps
+				    : r->rate) / base;
+		r->cmp_ok = true;
+		snprintf(r->vs, sizeof(r->vs), "%.3f x %s (target >= %.2f: %s)", r->ratio, name,
+			 r->goal, r->ratio >= r->goal ? "met" : "NOT met");
+		return;
+	case BENCH_CMP_ABS:
+		if (!ok) {
+			snprintf(r->vs, sizeof(r->vs), "n/a (no result)");
+			return;
+		}
+		r->ratio = r->rate / r->goal;
+		r->cmp_ok = true;
+		snprintf(r->vs, sizeof(r->vs), "%.3f x target %.0f %s (%s)", r->ratio, r->goal,
+			 r->rate_unit, r->ratio >= 1 ? "met" : "NOT met");
+		return;
+	case BENCH_CMP_P50_OVER:
+		if (!ok || c->base.value[BENCH_BASE_BWRAP] <= 0) {
+			snprintf(r->vs, sizeof(r->vs), "n/a (%s)", !ok ? "no result" : "bwrap not measured");
+			return;
+		}
+		r->ratio = r->p50_ms - c->base.bwrap_p50_ms;
+		r->cmp_ok = true;
+		snprintf(r->vs, sizeof(r->vs), "p50 = bwrap p50 %+.2f ms (target <= +%.0f ms: %s)",
+			 r->ratio, r->goal, r->ratio <= r->goal ? "met" : "NOT met");
+		return;
+	case BENCH_CMP_RSS:
+		if (!ok || r->rss_mib < 0) {
+			snprintf(r->vs, sizeof(r->vs), "peak RSS n/a (%s; target %.1f MiB)",
+				 !ok ? "no result" : "external server", r->goal);
+			return;
+		}
+		r->ratio = r->rss_mib;
+		r->cmp_ok = true;
+		snprintf(r->vs, sizeof(r->vs), "peak RSS %.1f MiB (target <= %.1f MiB: %s)",
+			 r->ratio, r->goal, r->ratio <= r->goal ? "met" : "NOT met");
+		return;
+	default:
+		return;
+	}
 }

@@ -66,6 +66,9 @@ typedef struct bench_opts {
 	int bu_count;
 	int bu_parallel;
 	size_t bu_max_batch; /* 0: the server's advertised limit */
+	/* bytestream-big */
+	size_t big_size;    /* the one blob written and read back */
+	size_t big_buffers; /* what the RSS target allows on top of 64 MiB */
 	/* ac-get */
 	int ac_calls;
 	int ac_inflight;
@@ -75,7 +78,8 @@ typedef struct bench_opts {
 	int ex_parallel; /* actions in flight in the parallel phase */
 	int ex_pcount;   /* actions in the parallel phase */
 	/* baseline */
-	double sha_seconds;
+	double sha_seconds;  /* also the time each null-server baseline runs */
+	size_t null_chunk;   /* message size of the null server's stream */
 	int bwrap_count;   /* bwrap spawns */
 	const char *bwrap; /* bwrap binary (execvp) */
 } bench_opts_t;
@@ -84,8 +88,8 @@ typedef struct bench_opts {
 typedef enum {
 	BENCH_BASE_NONE = 0,
 	BENCH_BASE_SHA256,      /* single-core SHA-256, MB/s */
-	BENCH_BASE_NULL_UNARY,  /* null gRPC server, unary calls/s: not implemented yet */
-	BENCH_BASE_NULL_STREAM, /* null gRPC server, streamed MB/s: not implemented yet */
+	BENCH_BASE_NULL_UNARY,  /* null gRPC server (reap's rpc server), empty unary calls/s */
+	BENCH_BASE_NULL_STREAM, /* null gRPC server, server-streamed MB/s */
 	BENCH_BASE_BWRAP,       /* serial bwrap spawns of /bin/true, spawns/s */
 	BENCH_BASE_COUNT,
 } bench_base_t;
@@ -93,7 +97,17 @@ typedef enum {
 typedef struct bench_baselines {
 	double value[BENCH_BASE_COUNT]; /* 0 = not measured */
 	double bwrap_p50_ms, bwrap_p99_ms; /* with value[BENCH_BASE_BWRAP] */
+	char detail[BENCH_BASE_COUNT][200]; /* how each was measured, for the summary */
 } bench_baselines_t;
+
+/* How a scenario's figure is judged against issue 7's targets. */
+typedef enum {
+	BENCH_CMP_NONE = 0,
+	BENCH_CMP_RATIO,    /* figure / baseline r->base (mbps for MB/s baselines); >= goal */
+	BENCH_CMP_ABS,      /* rate against the absolute goal in rate_unit; >= goal */
+	BENCH_CMP_P50_OVER, /* p50 minus the bwrap baseline's p50, ms; <= goal */
+	BENCH_CMP_RSS,      /* the server's peak RSS in r->rss_mib, MiB; <= goal */
+} bench_cmp_t;
 
 /* The outcome of one scenario, printed as it finishes and in the summary. */
 typedef struct bench_result {
@@ -114,8 +128,14 @@ typedef struct bench_result {
 	double server_hwm_mib; /* < 0: unknown */
 	double other_cpu_s;    /* CPU the rest of the machine used meanwhile (noise) */
 	double steal_s;        /* CPU time the hypervisor took away meanwhile */
+	char rate_text[96];    /* printed instead of "rate rate_unit" when set */
 	bench_base_t base;
-	double ratio;          /* rate (or mbps) / baseline; < 0: n/a */
+	bench_cmp_t cmp;
+	double goal;           /* the target, in the unit cmp says */
+	double rss_mib;        /* BENCH_CMP_RSS: the peak; < 0 unknown */
+	double ratio;          /* the compared value (ratio, ms or MiB); valid when cmp_ok */
+	bool cmp_ok;           /* ratio was computed (else the comparison is n/a) */
+	char vs[160];          /* "0.176 x sha256 (target >= 0.70: NOT met)", by bench_compare */
 	char extra[2048];      /* further lines printed after the standard ones */
 } bench_result_t;
 
@@ -188,6 +208,10 @@ void bench_meter_stop(const bench_meter_t *m, bench_result_t *r);
 double bench_proc_cpu(pid_t pid);
 /** VmHWM of PID in MiB from /proc/PID/status; < 0 when unreadable. */
 double bench_proc_hwm_mib(pid_t pid);
+/** One "Key:  N kB" field of /proc/PID/status in MiB ("VmRSS", "RssAnon"); < 0 when unreadable. */
+double bench_proc_status_mib(pid_t pid, const char *key);
+/** Reset PID's VmHWM to its current RSS (/proc/PID/clear_refs "5"); 0 or -1. */
+int bench_proc_reset_hwm(pid_t pid);
 
 /** A new channel to the target with the configured headers; NULL on failure. */
 rpc_channel_t *bench_channel(const bench_ctx_t *c);
@@ -223,21 +247,34 @@ void bench_random_digest(uint64_t *rng, int64_t size, reap_digest_t *d, char hex
 /** Name and unit of a baseline ("sha256", "MB/s"). */
 const char *bench_base_name(bench_base_t b);
 const char *bench_base_unit(bench_base_t b);
-/** True when this build can measure baseline b (the others are a later issue). */
-bool bench_base_implemented(bench_base_t b);
 
 /**
- * Measure every baseline this build knows (today SHA-256 only; the null gRPC
- * server and bwrap baselines are a later issue and report "not implemented")
- * into c->base, printing each.
+ * Measure every baseline (SHA-256, the null gRPC server's unary and stream
+ * rates, bwrap) into c->base, printing each. 0, or -1 if one failed (the
+ * others are still measured).
  */
 int bench_baseline(bench_ctx_t *c);
+
+/** Measure one baseline into c->base (bwrap: with its p50/p99) and print it; 0 or -1. */
+int bench_baseline_one(bench_ctx_t *c, bench_base_t b);
 
 /** Measure the bwrap baseline into c->base (value, p50, p99) and print it; 0 or -1. */
 int bench_baseline_bwrap(bench_ctx_t *c);
 
-/** Fill r->ratio from r's throughput and c->base (n/a when not measured). */
-void bench_apply_ratio(const bench_ctx_t *c, bench_result_t *r);
+/** Fill r->ratio, cmp_ok and vs from r's figure, r->cmp/goal and c->base. */
+void bench_compare(const bench_ctx_t *c, bench_result_t *r);
+
+/* ---- null_server.c ---- */
+
+/**
+ * The null gRPC server baselines: reap's rpc server with do-nothing
+ * handlers in this process, driven like ac-get (ac_inflight empty unary
+ * calls in flight; calls/s) and like bytestream-read (bs_parallel streams of
+ * bs_size bytes in null_chunk messages, every byte compared; MB/s), each for
+ * sha_seconds. detail gets how it was measured. 0, or -1 with detail set.
+ */
+int bench_null_unary(const bench_ctx_t *c, double *calls_per_s, char *detail, size_t len);
+int bench_null_stream(const bench_ctx_t *c, double *mbps, char *detail, size_t len);
 
 /* ---- server.c ---- */
 
@@ -274,6 +311,7 @@ void bench_find_missing(bench_ctx_t *c, bench_result_t *r);
 void bench_batch_update(bench_ctx_t *c, bench_result_t *r);
 void bench_ac_get(bench_ctx_t *c, bench_result_t *r);
 void bench_execute_noop(bench_ctx_t *c, bench_result_t *r);
+void bench_bytestream_big(bench_ctx_t *c, bench_result_t *r);
 void bench_blobs_free(bench_ctx_t *c);
 
 /**

@@ -3,12 +3,14 @@
  *
  *   reap-bench SCENARIO [--target HOST:PORT | --spawn PATH_TO_REAPD] [options]
  *
- * Scenarios: bytestream-write, bytestream-read, find-missing, batch-update,
- * ac-get, execute-noop, baseline, all. Each prints its throughput, the p50/p99 latency of
- * its unit of work, the client's CPU seconds and, with --server-pid (implied
- * by --spawn), the server's CPU seconds and peak RSS. `all` measures the
- * baselines first and prints every scenario's ratio to the relevant one,
- * then a Markdown summary table. See bench/README.md.
+ * Scenarios: bytestream-big, bytestream-write, bytestream-read, find-missing,
+ * batch-update, ac-get, execute-noop, baseline, all. Each prints its
+ * throughput, the p50/p99 latency of its unit of work, the client's CPU
+ * seconds and, with --server-pid (implied by --spawn), the server's CPU
+ * seconds and peak RSS, and how it compares with its baseline or target.
+ * `all` measures the baselines first, then runs every scenario (the big
+ * stream first, while the server is fresh), then prints a Markdown summary
+ * table. See bench/README.md.
  *
  * This file: options, defaults, dispatch and printing.
  */
@@ -27,13 +29,17 @@ typedef void (*scen_fn_t)(bench_ctx_t *c, bench_result_t *r);
 static const struct {
 	const char *name;
 	scen_fn_t fn;
+	bench_base_t base; /* measured first when the scenario runs alone */
 } scenarios[] = {
-	{"bytestream-write", bench_bytestream_write},
-	{"bytestream-read", bench_bytestream_read},
-	{"find-missing", bench_find_missing},
-	{"batch-update", bench_batch_update},
-	{"ac-get", bench_ac_get},
-	{"execute-noop", bench_execute_noop},
+	/* first: its RSS target is about a server that has not served anything else */
+	{"bytestream-big", bench_bytestream_big, BENCH_BASE_NONE},
+	{"bytestream-write", bench_bytestream_write, BENCH_BASE_SHA256},
+	{"bytestream-read", bench_bytestream_read, BENCH_BASE_NULL_STREAM},
+	{"find-missing", bench_find_missing, BENCH_BASE_NONE},
+	{"batch-update", bench_batch_update, BENCH_BASE_NONE},
+	{"ac-get", bench_ac_get, BENCH_BASE_NULL_UNARY},
+	/* measures bwrap itself, once it knows a worker is there */
+	{"execute-noop", bench_execute_noop, BENCH_BASE_NONE},
 };
 #define N_SCEN (sizeof(scenarios) / sizeof(scenarios[0]))
 
@@ -41,8 +47,8 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: reap-bench SCENARIO [options]\n"
-		"scenarios: bytestream-write bytestream-read find-missing batch-update ac-get\n"
-		"           execute-noop\n"
+		"scenarios: bytestream-big bytestream-write bytestream-read find-missing\n"
+		"           batch-update ac-get execute-noop\n"
 		"           baseline all\n"
 		"server:\n"
 		"  --target HOST:PORT     any REAPI v2 server (plaintext gRPC)\n"
@@ -60,7 +66,11 @@ static void usage(FILE *f)
 		"  --bs-size SIZE         blob size (default 16MiB)\n"
 		"  --bs-count N           blobs (default 32; quick 4)\n"
 		"  --bs-parallel K        streams in parallel (default 2)\n"
-		"  --bs-chunk SIZE        Write message size (default 1MiB)\n"
+		"  --bs-chunk SIZE        Write message size (default 1MiB; bytestream-big too)\n"
+		"bytestream-big:\n"
+		"  --big-size SIZE        the one blob written and read back (default 2GiB; quick 256MiB)\n"
+		"  --big-buffers SIZE     RSS target = 64 MiB + SIZE (default 8MiB + 256KiB: reapd's\n"
+		"                         --max-message and its ByteStream read chunk)\n"
 		"find-missing:\n"
 		"  --fm-digests D         digests per request, half present (default 10000)\n"
 		"  --fm-requests R        requests (default 200; quick 20)\n"
@@ -72,13 +82,14 @@ static void usage(FILE *f)
 		"  --bu-max-batch SIZE    batch budget (default: the server's max_batch_total_size_bytes)\n"
 		"ac-get:\n"
 		"  --ac-calls N           GetActionResult calls (default 50000; quick 5000)\n"
-		"  --ac-inflight C        calls in flight (default 16)\n"
+		"  --ac-inflight C        calls in flight (default 64; the null unary baseline too)\n"
 		"  --ac-entries E         distinct entries (default 100)\n"
 		"execute-noop (needs workers behind the server):\n"
 		"  --ex-count N           sequential actions (default 50; quick 10)\n"
 		"  --ex-parallel P        actions in flight in the parallel phase (default 2 x nproc)\n"
 		"  --ex-pcount N          actions in the parallel phase (default 200; quick 40)\n"
-		"baseline:\n"
+		"baseline (also run by all):\n"
+		"  --null-chunk SIZE      null server's stream message size (default 1MiB)\n"
 		"  --bwrap PATH           bwrap binary (default bwrap from PATH)\n"
 		"  --bwrap-count N        serial bwrap spawns (default 50; quick 20)\n");
 }
@@ -88,7 +99,7 @@ enum {
 	OPT_LIMIT, OPT_SEED, OPT_BS_SIZE, OPT_BS_COUNT, OPT_BS_PAR, OPT_BS_CHUNK, OPT_FM_D,
 	OPT_FM_R, OPT_FM_P, OPT_BU_SIZE, OPT_BU_COUNT, OPT_BU_PAR, OPT_BU_MAX, OPT_AC_CALLS,
 	OPT_AC_INFLIGHT, OPT_AC_ENTRIES, OPT_SPAWN_WORKER, OPT_EX_COUNT, OPT_EX_PAR, OPT_EX_PCOUNT,
-	OPT_BWRAP, OPT_BWRAP_COUNT,
+	OPT_BWRAP, OPT_BWRAP_COUNT, OPT_BIG_SIZE, OPT_BIG_BUFFERS, OPT_NULL_CHUNK,
 };
 
 /* Parse options into o (0 = unset, filled by defaults()). 0, or -1 with a message. */
@@ -124,6 +135,9 @@ static int parse_opts(int argc, char **argv, bench_opts_t *o)
 		{"ex-pcount", required_argument, NULL, OPT_EX_PCOUNT},
 		{"bwrap", required_argument, NULL, OPT_BWRAP},
 		{"bwrap-count", required_argument, NULL, OPT_BWRAP_COUNT},
+		{"big-size", required_argument, NULL, OPT_BIG_SIZE},
+		{"big-buffers", required_argument, NULL, OPT_BIG_BUFFERS},
+		{"null-chunk", required_argument, NULL, OPT_NULL_CHUNK},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -165,6 +179,9 @@ static int parse_opts(int argc, char **argv, bench_opts_t *o)
 		case OPT_EX_PCOUNT: bad |= bench_parse_int(optarg, &o->ex_pcount); break;
 		case OPT_BWRAP: o->bwrap = optarg; break;
 		case OPT_BWRAP_COUNT: bad |= bench_parse_int(optarg, &o->bwrap_count); break;
+		case OPT_BIG_SIZE: bad |= bench_parse_size(optarg, &o->big_size); break;
+		case OPT_BIG_BUFFERS: bad |= bench_parse_size(optarg, &o->big_buffers); break;
+		case OPT_NULL_CHUNK: bad |= bench_parse_size(optarg, &o->null_chunk); break;
 		case 'h': usage(stdout); exit(0);
 		default: return -1;
 		}
@@ -199,7 +216,10 @@ static void defaults(bench_opts_t *o)
 	DEF(bu_count, 100000, 20000);
 	DEF(bu_parallel, 2, 2);
 	DEF(ac_calls, 50000, 5000);
-	DEF(ac_inflight, 16, 16);
+	DEF(ac_inflight, 64, 64);
+	DEF(big_size, (size_t)2 << 30, (size_t)256 << 20);
+	DEF(big_buffers, (size_t)(8 << 20) + (256 << 10), (size_t)(8 << 20) + (256 << 10));
+	DEF(null_chunk, (size_t)1 << 20, (size_t)1 << 20);
 	DEF(ac_entries, 100, 100);
 	o->worker_slots = (int)sysconf(_SC_NPROCESSORS_ONLN);
 	if (o->worker_slots < 1)
@@ -258,14 +278,18 @@ void bench_print_result(const bench_result_t *r)
 		printf("   FAILED: %s\n", r->note);
 		return;
 	}
-	printf("   throughput     %12.1f %s", r->rate, r->rate_unit);
+	if (r->rate_text[0] != '\0')
+		printf("   throughput     %s", r->rate_text);
+	else
+		printf("   throughput     %12.1f %s", r->rate, r->rate_unit);
 	if (r->mbps > 0 && strcmp(r->rate_unit, "MB/s") != 0)
 		printf("  (%.1f MB/s of payload)", r->mbps);
-	if (r->ratio >= 0)
-		printf("  = %.3f x %s", r->ratio, bench_base_name(r->base));
-	else if (r->base != BENCH_BASE_NONE)
-		printf("  (vs %s: n/a)", bench_base_name(r->base));
-	printf("\n   latency/%-6s p50 %.2f ms  p99 %.2f ms\n", r->lat_unit, r->p50_ms, r->p99_ms);
+	printf("\n");
+	if (r->vs[0] != '\0')
+		printf("   vs target      %s\n", r->vs);
+	if (r->lat_unit != NULL)
+		printf("   latency/%-6s p50 %.2f ms  p99 %.2f ms\n", r->lat_unit, r->p50_ms,
+		       r->p99_ms);
 	printf("   wall %.2f s  client cpu %.2f s", r->wall_s, r->client_cpu_s);
 	if (r->server_cpu_s >= 0)
 		printf("  server cpu %.2f s", r->server_cpu_s);
@@ -289,40 +313,44 @@ void bench_print_result(const bench_result_t *r)
 static void print_summary(const bench_ctx_t *c, const bench_result_t *rs, size_t n)
 {
 	printf("\n| scenario | config | throughput | p50 | p99 | client CPU s | server CPU s "
-	       "| server VmHWM | other procs CPU s | vs baseline |\n|---|---|---|---|---|---|---|---|---|---|\n");
-	if (c->base.value[BENCH_BASE_SHA256] > 0)
-		printf("| baseline sha256 | 1 core, EVP, 1 MiB blocks | %.1f MB/s | | | | | | | 1 |\n",
-		       c->base.value[BENCH_BASE_SHA256]);
-	if (c->base.value[BENCH_BASE_BWRAP] > 0)
-		printf("| baseline bwrap | %d serial spawns of /bin/true | %.1f spawns/s | %.2f ms | "
-		       "%.2f ms | | | | | 1 |\n", c->o.bwrap_count, c->base.value[BENCH_BASE_BWRAP],
-		       c->base.bwrap_p50_ms, c->base.bwrap_p99_ms);
+	       "| server VmHWM | other procs CPU s | vs baseline / target |\n"
+	       "|---|---|---|---|---|---|---|---|---|---|\n");
+	for (int b = BENCH_BASE_NONE + 1; b < BENCH_BASE_COUNT; b++) {
+		if (c->base.value[b] <= 0)
+			continue;
+		printf("| baseline %s | %s | %.1f %s |", bench_base_name((bench_base_t)b),
+		       c->base.detail[b], c->base.value[b], bench_base_unit((bench_base_t)b));
+		if (b == BENCH_BASE_BWRAP)
+			printf(" %.2f ms | %.2f ms |", c->base.bwrap_p50_ms, c->base.bwrap_p99_ms);
+		else
+			printf(" | |");
+		printf(" | | | | 1 |\n");
+	}
 	for (size_t i = 0; i < n; i++) {
 		const bench_result_t *r = &rs[i];
-		char ratio[64] = "n/a", srv[32] = "-", hwm[32] = "-";
+		char srv[32] = "-", hwm[32] = "-", p50[32] = "", p99[32] = "";
 		if (r->skipped || !r->ran) {
-			printf("| %s | %s | %s: %s | | | | | | | |\n", r->name, r->config,
-			       r->skipped ? "skipped" : "FAILED", r->note);
+			printf("| %s | %s | %s: %s | | | | | | | %s |\n", r->name, r->config,
+			       r->skipped ? "skipped" : "FAILED", r->note, r->vs);
 			continue;
 		}
-		if (r->ratio >= 0)
-			snprintf(ratio, sizeof(ratio), "%.3f x %s", r->ratio, bench_base_name(r->base));
-		else if (r->failed)
-			snprintf(ratio, sizeof(ratio), "n/a (failed)");
-		else if (!bench_base_implemented(r->base))
-			snprintf(ratio, sizeof(ratio), "n/a (%s: later issue)", bench_base_name(r->base));
-		else if (r->base != BENCH_BASE_NONE)
-			snprintf(ratio, sizeof(ratio), "n/a (%s not measured)", bench_base_name(r->base));
 		if (r->server_cpu_s >= 0)
 			snprintf(srv, sizeof(srv), "%.2f", r->server_cpu_s);
 		if (r->server_hwm_mib >= 0)
 			snprintf(hwm, sizeof(hwm), "%.0f MiB", r->server_hwm_mib);
-		printf("| %s%s | %s | %.1f %s", r->name, r->failed ? " (FAILED)" : "", r->config,
-		       r->rate, r->rate_unit);
+		if (r->lat_unit != NULL) {
+			snprintf(p50, sizeof(p50), "%.2f ms", r->p50_ms);
+			snprintf(p99, sizeof(p99), "%.2f ms", r->p99_ms);
+		}
+		printf("| %s%s | %s | ", r->name, r->failed ? " (FAILED)" : "", r->config);
+		if (r->rate_text[0] != '\0')
+			printf("%s", r->rate_text);
+		else
+			printf("%.1f %s", r->rate, r->rate_unit);
 		if (r->mbps > 0 && strcmp(r->rate_unit, "MB/s") != 0)
 			printf(" (%.1f MB/s)", r->mbps);
-		printf(" | %.2f ms | %.2f ms | %.2f | %s | %s | %.2f | %s |\n", r->p50_ms, r->p99_ms,
-		       r->client_cpu_s, srv, hwm, r->other_cpu_s, ratio);
+		printf(" | %s | %s | %.2f | %s | %s | %.2f | %s |\n", p50, p99, r->client_cpu_s, srv,
+		       hwm, r->other_cpu_s, r->vs[0] ? r->vs : "-");
 	}
 }
 
@@ -338,7 +366,7 @@ static size_t find_scen(const char *name)
 static int run_one(bench_ctx_t *c, scen_fn_t fn, bench_result_t *r)
 {
 	fn(c, r);
-	bench_apply_ratio(c, r);
+	bench_compare(c, r);
 	printf("== %s  %s\n", r->name, r->config);
 	bench_print_result(r);
 	fflush(stdout);
@@ -394,6 +422,10 @@ int main(int argc, char **argv)
 			rc = 1;
 		if (strcmp(scen, "baseline") == 0)
 			return rc;
+	} else if (scenarios[find_scen(scen)].base != BENCH_BASE_NONE) {
+		/* alone: its own baseline, before the server runs */
+		printf("== baseline for %s (this machine, this run)\n", scen);
+		bench_baseline_one(&c, scenarios[find_scen(scen)].base);
 	}
 	if (c.o.spawn != NULL && bench_server_spawn(&c, c.o.spawn) != 0)
 		return 1;

@@ -126,6 +126,8 @@ void bench_ac_get(bench_ctx_t *c, bench_result_t *r)
 
 	r->name = "ac-get";
 	r->base = BENCH_BASE_NULL_UNARY;
+	r->cmp = BENCH_CMP_RATIO;
+	r->goal = 0.7;
 	snprintf(r->config, sizeof(r->config), "%d calls over %d entries, %d in flight",
 		 c->o.ac_calls, c->o.ac_entries, k);
 	bench_run_init(&run);

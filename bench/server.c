@@ -32,6 +32,7 @@
 
 #define READY_WAIT_S 30 /* reapd opens its store before it prints the port */
 #define STOP_WAIT_S 30  /* reapd drains calls for up to 10 s by default */
+#define BENCH_WORKER_NAME "reap-bench-worker"
 
 static pthread_mutex_t srv_mu = PTHREAD_MUTEX_INITIALIZER;
 static pid_t srv_pid;
@@ -155,7 +156,7 @@ int bench_server_spawn(bench_ctx_t *c, const char *path)
 	if (pid < 0)
 		goto out;
 	if (pid == 0) {
-		const char *argv[16];
+		const char *argv[20];
 		int n = 0;
 		sigset_t all;
 		sigemptyset(&all);
@@ -171,6 +172,8 @@ int bench_server_spawn(bench_ctx_t *c, const char *path)
 		argv[n++] = "writer";
 		argv[n++] = "--metrics";
 		argv[n++] = "off";
+		argv[n++] = "--local-worker"; /* the name DATA/worker.token is bound to */
+		argv[n++] = BENCH_WORKER_NAME;
 		argv[n++] = "--log-level";
 		argv[n++] = "warn";
 		if (c->o.no_sync)
@@ -237,7 +240,7 @@ int bench_worker_spawn(bench_ctx_t *c, const char *path)
 		goto out;
 	if (pid == 0) {
 		const char *argv[] = {path, "--scheduler", srv_target, "--cas", srv_target,
-				      "--name", "reap-bench-worker", "--slots", slots,
+				      "--name", BENCH_WORKER_NAME, "--slots", slots,
 				      "--work", work, "--cache", cache, "--cache-size", "1GiB",
 				      "--token-file", token, "--log-level", "warn", NULL};
 		sigset_t all;

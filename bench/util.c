@@ -203,9 +203,10 @@ double bench_proc_cpu(pid_t pid)
 	return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
 }
 
-double bench_proc_hwm_mib(pid_t pid)
+double bench_proc_status_mib(pid_t pid, const char *key)
 {
 	char path[64], line[256];
+	size_t kl = strlen(key);
 	double kib = -1;
 	FILE *f;
 
@@ -214,13 +215,34 @@ double bench_proc_hwm_mib(pid_t pid)
 		return -1;
 	while (fgets(line, sizeof(line), f) != NULL) {
 		unsigned long long v;
-		if (sscanf(line, "VmHWM: %llu kB", &v) == 1) {
+		if (strncmp(line, key, kl) == 0 && line[kl] == ':' &&
+		    sscanf(line + kl + 1, " %llu kB", &v) == 1) {
 			kib = (double)v;
 			break;
 		}
 	}
 	fclose(f);
 	return kib < 0 ? -1 : kib / 1024.0;
+}
+
+double bench_proc_hwm_mib(pid_t pid)
+{
+	return bench_proc_status_mib(pid, "VmHWM");
+}
+
+int bench_proc_reset_hwm(pid_t pid)
+{
+	char path[64];
+	FILE *f;
+	int rc;
+
+	snprintf(path, sizeof(path), "/proc/%d/clear_refs", (int)pid);
+	if ((f = fopen(path, "w")) == NULL)
+		return -1;
+	rc = fputs("5", f) < 0 ? -1 : 0; /* 5: reset the peak RSS (proc(5)) */
+	if (fclose(f) != 0)
+		rc = -1;
+	return rc;
 }
 
 /* Busy and steal CPU seconds of the whole machine since boot (/proc/stat). */
