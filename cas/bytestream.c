@@ -9,6 +9,12 @@
  * and continue from committed_size. Memory per stream is bounded by the
  * store writer's buffer.
  *
+ * Write requests are decoded here, from the segments gRPC received them in
+ * (cas/writereq.c), not by protobuf-c: the data field is hashed and written
+ * straight from gRPC's buffers, with no copy into a flat buffer or a
+ * decoded message. Read responses are serialized by hand into a buffer
+ * that gRPC sends as it is: the blob is read from storage into place.
+ *
  * Tenant scoping: a committed write grants the resource's instance read
  * access (the store does it once the content is verified). A write of a
  * blob already visible in that instance returns at once, as the spec
@@ -23,6 +29,7 @@
 #include <zstd.h>
 
 #include "cas/cas_int.h"
+#include "cas/writereq.h"
 #include "common/log.h"
 
 #define SVC "/google.bytestream.ByteStream/"
@@ -205,9 +212,8 @@ static void write_reply(rpc_call_t *call, int64_t committed)
 }
 
 /* First message: parse, admit, early return, or take the upload. */
-static int write_start(rpc_call_t *call, write_state_t *st,
-		       const Google__Bytestream__WriteRequest *req, bool *done,
-		       reap_errbuf_t *eb)
+static int write_start(rpc_call_t *call, write_state_t *st, const char *name,
+		       int64_t write_offset, bool *done, reap_errbuf_t *eb)
 {
 	cas_service_t *svc = rpc_call_ctx(call);
 	char instance[REAP_INSTANCE_MAX + 1];
@@ -215,12 +221,12 @@ static int write_start(rpc_call_t *call, write_state_t *st,
 	int err;
 
 	*done = false;
-	err = cas_resource_parse(req->resource_name, strlen(req->resource_name), true, &res, eb);
+	err = cas_resource_parse(name, strlen(name), true, &res, eb);
 	if (err == REAP_OK)
 		err = cas_admit(svc, call, res.instance, res.instance_len, 0, AUTH_CAS_WRITE, NULL, eb);
 	if (err != REAP_OK)
 		return err;
-	if (req->write_offset < 0)
+	if (write_offset < 0)
 		return reap_errf(eb, REAP_E_INVALID, "write_offset is negative");
 	instance_copy(&res, instance);
 	if (cas_visible_one(svc, instance, &res.digest) == REAP_OK) {
@@ -229,52 +235,116 @@ static int write_start(rpc_call_t *call, write_state_t *st,
 		*done = true;
 		return REAP_OK;
 	}
-	if ((st->name = strdup(req->resource_name)) == NULL)
+	if ((st->name = strdup(name)) == NULL)
 		return REAP_E_NOMEM;
-	return upload_acquire(svc, req->resource_name, &res, req->write_offset, &st->up, eb);
+	return upload_acquire(svc, name, &res, write_offset, &st->up, eb);
 }
 
-static void write_message(rpc_call_t *call, void *state, const ProtobufCMessage *m)
+/* rpc_msg_t as writereq.c's segment list. */
+static const uint8_t *msg_seg(const void *src, size_t i, size_t *len)
 {
-	const Google__Bytestream__WriteRequest *req = (const void *)m;
+	return rpc_msg_segment(src, i, len);
+}
+
+typedef struct feed_ctx {
+	cas_upload_t *up;
+	reap_errbuf_t *eb;
+} feed_ctx_t;
+
+/* One contiguous piece of a message's data: into the decompressor or the writer. */
+static int feed_piece(void *ctx, const uint8_t *p, size_t len)
+{
+	feed_ctx_t *f = ctx;
+
+	if (f->up->u != NULL)
+		return cas_unzstd_feed(f->up->u, p, len, f->up->w, f->eb);
+	return cas_writer_write(f->up->w, p, len, f->eb);
+}
+
+/*
+ * The resource name, NUL-terminated like protobuf-c's decoding (which also
+ * means a name with a NUL in it reads as the part before it): into buf when
+ * it fits, else into *heap (the caller frees).
+ */
+static const char *write_name(const cas_segs_t *m, const cas_span_t *sp, char *buf,
+			      size_t cap, char **heap)
+{
+	char *dst = buf;
+
+	*heap = NULL;
+	if (sp->len >= cap) {
+		if ((*heap = malloc(sp->len + 1)) == NULL)
+			return NULL;
+		dst = *heap;
+	}
+	cas_span_copy(m, sp, dst);
+	dst[sp->len] = '\0';
+	return dst;
+}
+
+static void write_message(rpc_call_t *call, void *state, const rpc_msg_t *msg)
+{
 	cas_service_t *svc = rpc_call_ctx(call);
 	write_state_t *st = state;
 	reap_errbuf_t eb = {{0}};
+	cas_segs_t m = {msg_seg, msg, rpc_msg_segments(msg)};
+	cas_writereq_t req;
+	char namebuf[512], *heap = NULL;
+	const char *name;
+	feed_ctx_t feed;
 	cas_upload_t *up;
 	bool done;
 	int err;
 
+	if (cas_writereq_parse(&m, &req) != REAP_OK) {
+		/* As the framework answers a request protobuf-c cannot decode. */
+		rpc_call_finish(call, NULL, REAP_E_INVALID, "malformed request message");
+		return;
+	}
+	name = write_name(&m, &req.resource_name, namebuf, sizeof(namebuf), &heap);
+	if (name == NULL) {
+		err = REAP_E_NOMEM;
+		goto fail_keep;
+	}
 	if (st->up == NULL) {
-		err = write_start(call, st, req, &done, &eb);
+		err = write_start(call, st, name, req.write_offset, &done, &eb);
 		if (err != REAP_OK)
 			goto fail_keep;
 		if (done)
-			return;
-	} else if (req->resource_name[0] != '\0' && strcmp(req->resource_name, st->name) != 0) {
+			goto out;
+	} else if (name[0] != '\0' && strcmp(name, st->name) != 0) {
 		err = reap_errf(&eb, REAP_E_INVALID, "resource_name changed within one stream");
 		goto fail_keep;
-	} else if (req->write_offset != st->up->committed) {
+	} else if (req.write_offset != st->up->committed) {
 		err = reap_errf(&eb, REAP_E_INVALID, "write_offset %lld, expected %lld",
-				(long long)req->write_offset, (long long)st->up->committed);
+				(long long)req.write_offset, (long long)st->up->committed);
 		goto fail_keep;
 	}
 	up = st->up;
-	if (up->u != NULL && up->committed + (int64_t)req->data.len >
+	if (up->u != NULL && up->committed + (int64_t)req.data.len >
 				     (int64_t)ZSTD_compressBound((size_t)up->res.digest.size) + 4096) {
 		/* More compressed bytes than any zstd encoding of this blob needs. */
 		err = reap_errf(&eb, REAP_E_INVALID, "compressed upload is longer than the blob allows");
 		goto fail_drop;
 	}
-	if (up->u != NULL)
-		err = cas_unzstd_feed(up->u, req->data.data, req->data.len, up->w, &eb);
-	else
-		err = cas_writer_write(up->w, req->data.data, req->data.len, &eb);
+	if (up->u == NULL &&
+	    (uint64_t)req.data.len > (uint64_t)(up->res.digest.size - cas_writer_offset(up->w))) {
+		/* The writer would refuse the first piece past the end; refuse the
+		 * message as a whole, as it did when it got the data in one piece. */
+		err = reap_errf(&eb, REAP_E_INVALID,
+				"write of %zu bytes at offset %lld goes past the digest size %lld",
+				req.data.len, (long long)cas_writer_offset(up->w),
+				(long long)up->res.digest.size);
+		goto fail_drop;
+	}
+	feed = (feed_ctx_t){up, &eb};
+	err = cas_span_each(&m, &req.data, feed_piece, &feed);
 	if (err != REAP_OK)
 		goto fail_drop;
-	up->committed += (int64_t)req->data.len;
-	if (!req->finish_write) {
+	up->committed += (int64_t)req.data.len;
+	if (!req.finish_write) {
 		rpc_call_recv(call);
-		return;
+		goto out;
 	}
 	if (up->u != NULL)
 		err = cas_unzstd_finish(up->u, &eb);
@@ -286,13 +356,15 @@ static void write_message(rpc_call_t *call, void *state, const ProtobufCMessage 
 	st->up = NULL;
 	upload_release(svc, up, false);
 	write_reply(call, committed);
-	return;
+	goto out;
 fail_drop:
 	/* The data is wrong: nothing of it may survive. */
 	upload_release(svc, st->up, false);
 	st->up = NULL;
 fail_keep:
 	cas_finish(call, NULL, err, &eb);
+out:
+	free(heap);
 }
 
 static void write_half_close(rpc_call_t *call, void *state)
@@ -352,7 +424,6 @@ out:
 
 typedef struct read_state {
 	cas_reader_t *r;
-	uint8_t *buf;
 	size_t chunk;
 	int64_t off;   /* next blob offset to read */
 	int64_t end;   /* uncompressed: where to stop */
@@ -402,19 +473,54 @@ static int zfill(read_state_t *st, uint8_t *out, size_t cap, size_t *n)
 	return REAP_OK;
 }
 
+/*
+ * Room in front of a read chunk for ReadResponse's header: the tag of field
+ * 10 (bytes) and the length as a varint of up to 5 bytes.
+ */
+#define READ_HDR 6
+
+/*
+ * Serialize ReadResponse{data} around its n data bytes, which are already at
+ * buf + READ_HDR: the header goes right in front of them. Returns where the
+ * message starts; it ends at buf + READ_HDR + n. Empty data is the empty
+ * message, as protobuf-c packs it.
+ */
+static size_t read_frame(uint8_t *buf, size_t n)
+{
+	uint8_t v[5];
+	size_t k = 0, start;
+
+	if (n == 0)
+		return READ_HDR;
+	while (n >= 0x80 && k < sizeof(v) - 1) {
+		v[k++] = (uint8_t)(n | 0x80);
+		n >>= 7;
+	}
+	v[k++] = (uint8_t)n;
+	start = READ_HDR - 1 - k;
+	buf[start] = (10 << 3) | 2;
+	memcpy(buf + start + 1, v, k);
+	return start;
+}
+
 /* Send the next chunk, or finish when there is nothing left. */
 static void read_next(rpc_call_t *call, read_state_t *st)
 {
-	Google__Bytestream__ReadResponse resp = GOOGLE__BYTESTREAM__READ_RESPONSE__INIT;
-	size_t n = 0;
+	uint8_t *buf = rpc_call_raw_buffer(call, READ_HDR + st->chunk), *data;
+	size_t n = 0, start;
 	bool last;
 	int err;
 
+	if (buf == NULL) {
+		err = REAP_E_NOMEM;
+		goto fail;
+	}
+	data = buf + READ_HDR;
 	if (st->zc != NULL) {
 		size_t cap = st->chunk;
 		if (st->left >= 0 && (int64_t)cap > st->left)
 			cap = (size_t)st->left;
-		err = zfill(st, st->buf, cap, &n);
+		err = zfill(st, data, cap, &n);
 		if (err != REAP_OK)
 			goto fail;
 		if (st->zdone && st->skip > 0) {
@@ -429,7 +535,7 @@ static void read_next(rpc_call_t *call, read_state_t *st)
 		size_t want = st->end - st->off < (int64_t)st->chunk ? (size_t)(st->end - st->off)
 								     : st->chunk;
 		if (want > 0) {
-			err = cas_reader_read(st->r, st->off, st->buf, want, &n);
+			err = cas_reader_read(st->r, st->off, data, want, &n);
 			if (err != REAP_OK)
 				goto fail;
 			if (n == 0) {
@@ -440,12 +546,13 @@ static void read_next(rpc_call_t *call, read_state_t *st)
 		st->off += (int64_t)n;
 		last = st->off >= st->end;
 	}
-	resp.data.data = st->buf;
-	resp.data.len = n;
+	start = read_frame(buf, n);
 	if (!last)
-		rpc_call_send(call, &resp.base);
+		rpc_call_send_raw(call, start, READ_HDR + n - start);
+	else if (n > 0)
+		rpc_call_finish_raw(call, start, READ_HDR + n - start);
 	else
-		rpc_call_finish(call, n > 0 ? &resp.base : NULL, REAP_OK, NULL);
+		rpc_call_finish(call, NULL, REAP_OK, NULL);
 	return;
 fail:
 	rpc_call_finish(call, NULL, err, "reading the blob failed");
@@ -485,10 +592,6 @@ static void read_request(rpc_call_t *call, void *state, const ProtobufCMessage *
 		goto fail;
 	}
 	st->chunk = svc->cfg.read_chunk_bytes;
-	if ((st->buf = malloc(st->chunk)) == NULL) {
-		err = REAP_E_NOMEM;
-		goto fail;
-	}
 	if (res.compressed) {
 		st->zc = ZSTD_createCStream();
 		st->zin_buf = malloc(st->chunk);
@@ -528,7 +631,6 @@ static void read_done(rpc_call_t *call, void *state, bool ok)
 	cas_reader_free(st->r);
 	ZSTD_freeCStream(st->zc);
 	free(st->zin_buf);
-	free(st->buf);
 }
 
 void cas_bytestream_methods(cas_service_t *svc)
@@ -540,7 +642,7 @@ void cas_bytestream_methods(cas_service_t *svc)
 		 .on_sent = read_sent, .on_done = read_done},
 		{.path = SVC "Write", .kind = RPC_CLIENT_STREAMING,
 		 .request = &google__bytestream__write_request__descriptor,
-		 .state_size = sizeof(write_state_t), .on_message = write_message,
+		 .state_size = sizeof(write_state_t), .on_raw_message = write_message,
 		 .on_half_close = write_half_close, .on_done = write_done},
 		{.path = SVC "QueryWriteStatus", .kind = RPC_UNARY,
 		 .request = &google__bytestream__query_write_status_request__descriptor,

@@ -30,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <grpc/byte_buffer_reader.h>
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
 
@@ -59,6 +60,16 @@ typedef enum {
 	RPC_CB_WAKE,
 } rpc_cb_t;
 
+/*
+ * A raw request: the uncompressed byte buffer's slices, read in place, or
+ * (compressed messages) one inflated slice.
+ */
+struct rpc_msg {
+	const grpc_slice_buffer *sb; /* NULL: use flat */
+	grpc_slice flat;
+	size_t len;
+};
+
 struct rpc_call {
 	rpc_server_t *srv;
 	rpc_cq_t *q;
@@ -70,6 +81,8 @@ struct rpc_call {
 	bool has_details;
 	grpc_byte_buffer *recv_buf;
 	grpc_byte_buffer *send_buf;
+	grpc_slice raw;       /* rpc_call_raw_buffer's buffer, if has_raw */
+	bool has_raw;
 	grpc_slice status_msg;
 	grpc_metadata trailer; /* grpc-status-details-bin, if ntrailers */
 	size_t ntrailers;
@@ -129,6 +142,8 @@ static void rpc_call_release(rpc_call_t *c)
 		grpc_byte_buffer_destroy(c->recv_buf);
 	if (c->send_buf != NULL)
 		grpc_byte_buffer_destroy(c->send_buf);
+	if (c->has_raw)
+		grpc_slice_unref(c->raw);
 	grpc_slice_unref(c->status_msg);
 	if (c->ntrailers != 0)
 		grpc_slice_unref(c->trailer.value);
@@ -323,6 +338,59 @@ static void rpc_call_accept(rpc_call_t *c, bool ok)
 }
 
 /* Run one handler callback and enforce "exactly one operation per callback". */
+/*
+ * View the received buffer as a raw message, in place when it is
+ * uncompressed; false when it cannot be inflated. rpc_msg_destroy after.
+ */
+static bool rpc_msg_init(rpc_msg_t *msg, grpc_byte_buffer *bb)
+{
+	grpc_byte_buffer_reader reader;
+
+	memset(msg, 0, sizeof(*msg));
+	msg->flat = grpc_empty_slice();
+	if (bb->type == GRPC_BB_RAW && bb->data.raw.compression == GRPC_COMPRESS_NONE) {
+		msg->sb = &bb->data.raw.slice_buffer;
+		msg->len = msg->sb->length;
+		return true;
+	}
+	if (!grpc_byte_buffer_reader_init(&reader, bb))
+		return false;
+	msg->flat = grpc_byte_buffer_reader_readall(&reader);
+	grpc_byte_buffer_reader_destroy(&reader);
+	msg->len = GRPC_SLICE_LENGTH(msg->flat);
+	return true;
+}
+
+static void rpc_msg_destroy(rpc_msg_t *msg)
+{
+	grpc_slice_unref(msg->flat);
+}
+
+/*
+ * Hand a received message to on_raw_message; false when it cannot be
+ * inflated. The buffer is detached from c->recv_buf first: the handler's
+ * next receive batch writes its result there.
+ */
+static bool rpc_call_deliver_raw(rpc_call_t *c)
+{
+	const rpc_method_t *m = c->reg->m;
+	grpc_byte_buffer *bb = c->recv_buf;
+	rpc_msg_t msg;
+	bool ok;
+
+	c->recv_buf = NULL;
+	ok = rpc_msg_init(&msg, bb);
+	if (ok) {
+		c->in_cb = true;
+		c->issued = false;
+		m->on_raw_message(c, c->hstate, &msg);
+		c->in_cb = false;
+		rpc_msg_destroy(&msg);
+	}
+	grpc_byte_buffer_destroy(bb);
+	return ok;
+}
+
 static void rpc_call_deliver(rpc_call_t *c, rpc_cb_t cb)
 {
 	const rpc_method_t *m = c->reg->m;
@@ -334,6 +402,14 @@ static void rpc_call_deliver(rpc_call_t *c, rpc_cb_t cb)
 			return;
 		}
 		c->bytes_in += grpc_byte_buffer_length(c->recv_buf);
+		if (cb == RPC_CB_MESSAGE && m->on_raw_message != NULL) {
+			if (!rpc_call_deliver_raw(c)) {
+				rpc_call_abort(c, GRPC_STATUS_INVALID_ARGUMENT,
+					       "malformed request message");
+				return;
+			}
+			goto issued;
+		}
 		req = rpc_unpack(m->request, c->recv_buf);
 		grpc_byte_buffer_destroy(c->recv_buf);
 		c->recv_buf = NULL;
@@ -371,6 +447,7 @@ static void rpc_call_deliver(rpc_call_t *c, rpc_cb_t cb)
 	c->in_cb = false;
 	if (req != NULL)
 		protobuf_c_message_free_unpacked(req, NULL);
+issued:
 	if (!c->issued) {
 		REAP_ERROR("rpc handler issued no operation", "path=\"%s\" callback=%d", m->path,
 			   (int)cb);
@@ -570,6 +647,91 @@ void rpc_call_send(rpc_call_t *c, const ProtobufCMessage *msg)
 	ops[n].op = GRPC_OP_SEND_MESSAGE;
 	ops[n].data.send_message.send_message = c->send_buf;
 	rpc_call_start_ops(c, ops, n + 1, RPC_OP_SEND);
+}
+
+size_t rpc_msg_segments(const rpc_msg_t *msg)
+{
+	return msg->sb != NULL ? msg->sb->count : (msg->len > 0 ? 1 : 0);
+}
+
+const uint8_t *rpc_msg_segment(const rpc_msg_t *msg, size_t i, size_t *len)
+{
+	const grpc_slice *sl = msg->sb != NULL ? &msg->sb->slices[i] : &msg->flat;
+
+	*len = GRPC_SLICE_LENGTH(*sl);
+	return GRPC_SLICE_START_PTR(*sl);
+}
+
+size_t rpc_msg_length(const rpc_msg_t *msg)
+{
+	return msg->len;
+}
+
+uint8_t *rpc_call_raw_buffer(rpc_call_t *c, size_t cap)
+{
+	if (c->has_raw)
+		grpc_slice_unref(c->raw);
+	c->has_raw = false;
+	/* Refcounted, never inlined (an inlined slice lives in the struct and
+	 * would move when copied): the pointer stays valid until the send. */
+	c->raw = grpc_slice_malloc_large(cap > 0 ? cap : 1);
+	c->has_raw = true;
+	return GRPC_SLICE_START_PTR(c->raw);
+}
+
+/*
+ * Turn bytes [off, off + len) of the raw buffer into c->send_buf; false
+ * (the call is ended) for a programmer error or a message over the limit.
+ */
+static bool rpc_call_take_raw(rpc_call_t *c, size_t off, size_t len)
+{
+	grpc_slice sub;
+
+	if (!c->has_raw || off > GRPC_SLICE_LENGTH(c->raw) ||
+	    len > GRPC_SLICE_LENGTH(c->raw) - off) {
+		REAP_ERROR("rpc raw send outside its buffer", "path=\"%s\"", rpc_call_path(c));
+		rpc_call_abort(c, GRPC_STATUS_INTERNAL, "handler sent a bad raw message");
+		return false;
+	}
+	if (c->srv->max_send != 0 && len > c->srv->max_send) {
+		REAP_WARN("rpc response too large", "path=\"%s\" limit=%zu", rpc_call_path(c),
+			  c->srv->max_send);
+		rpc_call_abort(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "response message too large");
+		return false;
+	}
+	sub = grpc_slice_sub(c->raw, off, off + len);
+	grpc_slice_unref(c->raw);
+	c->has_raw = false;
+	c->send_buf = grpc_raw_byte_buffer_create(&sub, 1);
+	grpc_slice_unref(sub);
+	return true;
+}
+
+void rpc_call_send_raw(rpc_call_t *c, size_t off, size_t len)
+{
+	grpc_op ops[2];
+	size_t n;
+
+	if (!rpc_call_claim(c, "send"))
+		return;
+	if (!rpc_call_take_raw(c, off, len))
+		return;
+	c->send_len = len;
+	memset(ops, 0, sizeof(ops));
+	n = rpc_call_initial_md(c, &ops[0]);
+	ops[n].op = GRPC_OP_SEND_MESSAGE;
+	ops[n].data.send_message.send_message = c->send_buf;
+	rpc_call_start_ops(c, ops, n + 1, RPC_OP_SEND);
+}
+
+void rpc_call_finish_raw(rpc_call_t *c, size_t off, size_t len)
+{
+	if (!rpc_call_claim(c, "finish"))
+		return;
+	if (!rpc_call_take_raw(c, off, len))
+		return;
+	c->own_finish = true;
+	rpc_call_finish_code(c, NULL, GRPC_STATUS_OK, rpc_status_msg_slice(REAP_OK, NULL), NULL);
 }
 
 void rpc_call_defer(rpc_call_t *c)

@@ -42,6 +42,7 @@
 
 typedef struct rpc_server rpc_server_t;
 typedef struct rpc_call rpc_call_t;
+typedef struct rpc_msg rpc_msg_t;
 
 typedef enum {
 	RPC_UNARY = 0,
@@ -78,6 +79,11 @@ typedef struct rpc_method {
 	/* a deferred call was woken (rpc_call_wake), or its client went away
 	 * while it was deferred (then rpc_call_cancelled() is true) */
 	void (*on_wake)(rpc_call_t *call, void *state);
+	/* client streaming and bidi, optional: instead of on_message, get each
+	 * request undecoded, as the segments gRPC received it in (see "Raw
+	 * messages" below), to decode it without copying its payload. The
+	 * handler then parses untrusted bytes itself. */
+	void (*on_raw_message)(rpc_call_t *call, void *state, const rpc_msg_t *msg);
 	/* optional, always last, exactly once: release what state holds.
 	 * ok is true when the handler's own status (even an error status) was
 	 * delivered; false when the call failed, the client cancelled or the
@@ -101,9 +107,9 @@ rpc_server_t *rpc_server_new(const rpc_server_config_t *cfg, reap_errbuf_t *eb);
  * Register methods (the array is borrowed and must outlive the server).
  * Before start only (else REAP_E_PRECONDITION). REAP_E_INVALID when a method
  * lacks its path, request descriptor or a handler its kind needs
- * (on_request; plus on_sent for server streaming; on_message and
- * on_half_close for client streaming; on_message, on_half_close and on_sent
- * for bidi); REAP_E_EXISTS for a path twice.
+ * (on_request; plus on_sent for server streaming; on_message (or
+ * on_raw_message) and on_half_close for client streaming; the same and
+ * on_sent for bidi); REAP_E_EXISTS for a path twice.
  */
 int rpc_server_add_methods(rpc_server_t *s, const rpc_method_t *methods, size_t n);
 
@@ -176,6 +182,46 @@ bool rpc_call_cancelled(const rpc_call_t *call);
 
 /** Pack msg and send it (server streaming, bidi). msg is borrowed and may be freed on return. */
 void rpc_call_send(rpc_call_t *call, const ProtobufCMessage *msg);
+
+/* ---- raw messages: zero-copy receive and send ----
+ *
+ * A raw request (on_raw_message) is a sequence of contiguous segments whose
+ * concatenation is the serialized message, exactly as gRPC received it (a
+ * compressed message is inflated first, into one segment). The segments are
+ * borrowed: valid only until the callback returns.
+ *
+ * A raw response is serialized by the handler into a buffer the call hands
+ * out (rpc_call_raw_buffer) and goes to gRPC without a copy; use it for
+ * large payloads that can be read straight into place (ByteStream Read).
+ */
+
+/** Number of segments of msg (0 for an empty message). */
+size_t rpc_msg_segments(const rpc_msg_t *msg);
+
+/** Segment i (< rpc_msg_segments) and its length in *len (it may be empty). */
+const uint8_t *rpc_msg_segment(const rpc_msg_t *msg, size_t i, size_t *len);
+
+/** Total length of msg in bytes. */
+size_t rpc_msg_length(const rpc_msg_t *msg);
+
+/**
+ * A writable buffer of cap bytes for the call's next raw response (server
+ * streaming, bidi), owned by the call; NULL when out of memory. A second
+ * call replaces the first. Any time, from a callback; it is not an operation.
+ */
+uint8_t *rpc_call_raw_buffer(rpc_call_t *call, size_t cap);
+
+/**
+ * Send bytes [off, off + len) of the raw buffer, which must hold one
+ * serialized response message, as the next message (like rpc_call_send).
+ * The buffer is handed to gRPC: ask for a new one for the next message.
+ * Without a buffer, or a range outside it, the call ends with INTERNAL; a
+ * message over the send limit ends it with RESOURCE_EXHAUSTED.
+ */
+void rpc_call_send_raw(rpc_call_t *call, size_t off, size_t len);
+
+/** Like rpc_call_finish(call, resp, REAP_OK, NULL) with the raw bytes as resp. */
+void rpc_call_finish_raw(rpc_call_t *call, size_t off, size_t len);
 
 /** Request the next client message (client streaming, bidi). */
 void rpc_call_recv(rpc_call_t *call);

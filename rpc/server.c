@@ -131,8 +131,8 @@ rpc_server_t *rpc_server_new(const rpc_server_config_t *cfg, reap_errbuf_t *eb)
 	rpc_server_t *s = NULL;
 	grpc_server_credentials *creds = NULL;
 	pthread_condattr_t ca;
-	grpc_arg args[3];
-	grpc_channel_args cargs = {.num_args = 3, .args = args};
+	grpc_arg args[4];
+	grpc_channel_args cargs = {.num_args = 4, .args = args};
 
 	if (cfg == NULL || cfg->listen == NULL || cfg->listen[0] == '\0') {
 		reap_errf(eb, REAP_E_INVALID, "rpc: no listen address");
@@ -179,6 +179,12 @@ rpc_server_t *rpc_server_new(const rpc_server_config_t *cfg, reap_errbuf_t *eb)
 	args[2].type = GRPC_ARG_INTEGER;
 	args[2].key = (char *)GRPC_ARG_ALLOW_REUSEPORT;
 	args[2].value.integer = 0;
+	/* Bounded receive buffering: without BDP probing a stream's flow-control
+	 * window stays at its default instead of growing to many MiB per stream,
+	 * so a fast uploader cannot park a large window of data in reapd. */
+	args[3].type = GRPC_ARG_INTEGER;
+	args[3].key = (char *)GRPC_ARG_HTTP2_BDP_PROBE;
+	args[3].value.integer = 0;
 	s->srv = grpc_server_create(&cargs, NULL);
 	for (int i = 0; i < s->nthreads; i++) {
 		rpc_cq_t *q = &s->cqs[i];
@@ -205,18 +211,22 @@ fail:
 
 static int rpc_method_check(const rpc_method_t *m)
 {
+	bool has_msg = m->on_message != NULL || m->on_raw_message != NULL;
+
 	if (m->path == NULL || m->path[0] != '/' || m->request == NULL)
 		return REAP_E_INVALID;
 	switch (m->kind) {
 	case RPC_UNARY:
-		return m->on_request != NULL ? REAP_OK : REAP_E_INVALID;
+		return m->on_request != NULL && m->on_raw_message == NULL ? REAP_OK
+									   : REAP_E_INVALID;
 	case RPC_SERVER_STREAMING:
-		return m->on_request != NULL && m->on_sent != NULL ? REAP_OK : REAP_E_INVALID;
-	case RPC_CLIENT_STREAMING:
-		return m->on_message != NULL && m->on_half_close != NULL ? REAP_OK : REAP_E_INVALID;
-	case RPC_BIDI_STREAMING:
-		return m->on_message != NULL && m->on_half_close != NULL && m->on_sent != NULL
+		return m->on_request != NULL && m->on_sent != NULL && m->on_raw_message == NULL
 			       ? REAP_OK : REAP_E_INVALID;
+	case RPC_CLIENT_STREAMING:
+		return has_msg && m->on_half_close != NULL ? REAP_OK : REAP_E_INVALID;
+	case RPC_BIDI_STREAMING:
+		return has_msg && m->on_half_close != NULL && m->on_sent != NULL ? REAP_OK
+										 : REAP_E_INVALID;
 	default:
 		return REAP_E_INVALID;
 	}
