@@ -124,6 +124,7 @@ int cas_admit(cas_service_t *svc, rpc_call_t *call, const char *instance, size_t
 		id = NULL;
 		goto refused;
 	}
+	rpc_call_set_subject(call, id->subject);
 	err = auth_check(svc->auth, id, name, perm, eb);
 	if (err != REAP_OK)
 		goto refused;
@@ -219,6 +220,8 @@ int cas_identify(cas_service_t *svc, rpc_call_t *call, auth_identity_t *id, reap
 	size_t authz_len = 0;
 	const char *authz = rpc_call_metadata(call, "authorization", &authz_len);
 	int err = auth_identify(svc->auth, &peer, authz, authz_len, id, eb);
+	if (err == REAP_OK)
+		rpc_call_set_subject(call, id->subject);
 	if (err != REAP_OK) {
 		reap_metric_inc(reap_metric_labels(reap_metrics()->auth_refusals, "unauthenticated"));
 		REAP_INFO("refused", "peer=%s err=\"%s\"", peer.addr, reap_errmsg(eb, err));

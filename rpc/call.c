@@ -27,6 +27,7 @@
  * one response. When the call is freed the server's observer (metrics), if
  * any, hears its path, final code, duration and payload bytes.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -35,6 +36,7 @@
 #include <grpc/support/time.h>
 
 #include "common/log.h"
+#include "common/metrics.h"
 #include "rpc/rpc_int.h"
 #include "rpc/tls_int.h"
 
@@ -106,6 +108,7 @@ struct rpc_call {
 	gpr_timespec t_start; /* accepted, GPR_CLOCK_MONOTONIC */
 	uint64_t bytes_in;    /* request payload received */
 	uint64_t bytes_out;   /* response payload sent */
+	char subject[128];    /* who called, once a service identified them (logs) */
 	size_t send_len;      /* payload of the send in flight */
 	rpc_tag_t t_req;
 	rpc_tag_t t_op;
@@ -520,21 +523,68 @@ static bool rpc_call_deadline_ended(const rpc_call_t *c)
 	return gpr_time_cmp(gpr_time_add(gpr_now(d.clock_type), slack), d) >= 0;
 }
 
-/* Tell the server's observer how the call ended. */
+/* Codes that mean something went wrong for the caller, not a normal miss. */
+static bool rpc_code_is_error(grpc_status_code code)
+{
+	switch (code) {
+	case GRPC_STATUS_INVALID_ARGUMENT:
+	case GRPC_STATUS_PERMISSION_DENIED:
+	case GRPC_STATUS_UNAUTHENTICATED:
+	case GRPC_STATUS_RESOURCE_EXHAUSTED:
+	case GRPC_STATUS_FAILED_PRECONDITION:
+	case GRPC_STATUS_UNIMPLEMENTED:
+	case GRPC_STATUS_INTERNAL:
+	case GRPC_STATUS_UNKNOWN:
+	case GRPC_STATUS_DATA_LOSS:
+		return true;
+	case GRPC_STATUS_OK:
+	case GRPC_STATUS_CANCELLED:
+	case GRPC_STATUS_DEADLINE_EXCEEDED:
+	case GRPC_STATUS_NOT_FOUND:
+	case GRPC_STATUS_ALREADY_EXISTS:
+	case GRPC_STATUS_ABORTED:
+	case GRPC_STATUS_OUT_OF_RANGE:
+	case GRPC_STATUS_UNAVAILABLE:
+	case GRPC_STATUS__DO_NOT_USE:
+	default:
+		return false;
+	}
+}
+
+/*
+ * How the call ended: one log line per call at debug level, and always one
+ * for an error status, with the status and the caller's identity; then the
+ * server's observer (metrics).
+ */
 static void rpc_call_observe(rpc_call_t *c)
 {
 	rpc_server_t *s = c->srv;
 	grpc_status_code code = c->code;
 	gpr_timespec t;
+	double secs;
 
-	if (s->observer == NULL)
-		return;
 	if (!c->finish_ok || c->failed)
 		code = rpc_call_deadline_ended(c) ? GRPC_STATUS_DEADLINE_EXCEEDED
 						  : GRPC_STATUS_CANCELLED;
 	t = gpr_time_sub(gpr_now(GPR_CLOCK_MONOTONIC), c->t_start);
-	s->observer(s->observer_ctx, rpc_call_path(c), (int)code,
-		    (double)t.tv_sec + (double)t.tv_nsec / 1e9, c->bytes_in, c->bytes_out);
+	secs = (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+	if (rpc_code_is_error(code))
+		REAP_INFO("rpc error", "method=%s code=%s peer=%s subject=\"%s\" ms=%.1f",
+			  rpc_call_path(c), reap_metrics_grpc_code_name((int)code), rpc_call_peer(c),
+			  c->subject[0] ? c->subject : "-", secs * 1e3);
+	else
+		REAP_DEBUG("rpc", "method=%s code=%s peer=%s subject=\"%s\" ms=%.3f in=%llu out=%llu",
+			   rpc_call_path(c), reap_metrics_grpc_code_name((int)code),
+			   rpc_call_peer(c), c->subject[0] ? c->subject : "-", secs * 1e3,
+			   (unsigned long long)c->bytes_in, (unsigned long long)c->bytes_out);
+	if (s->observer != NULL)
+		s->observer(s->observer_ctx, rpc_call_path(c), (int)code, secs, c->bytes_in,
+			    c->bytes_out);
+}
+
+void rpc_call_set_subject(rpc_call_t *c, const char *subject)
+{
+	snprintf(c->subject, sizeof(c->subject), "%s", subject != NULL ? subject : "");
 }
 
 /* Free the call once it is over and every tag is back; on_done goes first. */

@@ -172,6 +172,12 @@ const char *rpc_call_peer(const rpc_call_t *call);
 const char *rpc_call_method(const rpc_call_t *call);
 
 /**
+ * Record who is calling (set by the service that identified the caller),
+ * for the per-call log line: every call at debug level, errors always.
+ */
+void rpc_call_set_subject(rpc_call_t *call, const char *subject);
+
+/**
  * First value of request metadata key (lowercase), or NULL. *len gets its
  * length; values are not NUL-terminated. Valid for the call's life.
  */

@@ -151,6 +151,30 @@ r --json status >"$TMP/status.json"
 grep -q '"name": "w1"' "$TMP/status.json" || fail "status --json: $(cat "$TMP/status.json")"
 log "status ok"
 
+# ---- metrics: the /metrics endpoint moves as requests are made --------------
+MPORT=$(sed -n 's/.*msg="metrics" listen=[^ ]* port=\([0-9][0-9]*\).*/\1/p' "$TMP/reapd.log" | head -n 1)
+[[ -n $MPORT ]] || fail "reapd logged no metrics port"
+# scrape: GET /metrics over bash's /dev/tcp (no curl needed)
+scrape() {
+    exec 3<>"/dev/tcp/127.0.0.1/$MPORT" || fail "cannot connect to /metrics"
+    printf 'GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3
+    timeout 10 cat <&3
+    exec 3<&-
+}
+# status_calls: how many GetStatus calls ended OK so far
+status_calls() {
+    scrape | sed -n 's|^reap_rpc_requests_total{method="/reap.v1.Admin/GetStatus",code="OK"} \([0-9]*\).*|\1|p'
+}
+before=$(status_calls)
+r status >/dev/null
+r status >/dev/null
+after=$(status_calls)
+[[ -n $before && -n $after ]] || fail "no GetStatus counter in /metrics"
+((after == before + 2)) || fail "GetStatus counter went from $before to $after, not +2"
+scrape | grep -q '^reap_workers_connected 1' || fail "/metrics does not show the one worker"
+scrape | grep -q '^reap_cas_blobs [1-9]' || fail "/metrics does not count the stored blobs"
+log "metrics ok (GetStatus $before -> $after)"
+
 # ---- auth ------------------------------------------------------------------
 r auth keygen "$TMP/key"
 expect_rc 0 "auth keygen"
@@ -188,7 +212,7 @@ if command -v openssl >/dev/null 2>&1; then
         -CAcreateserial -days 1 -extfile "$PKI/ext" -out "$PKI/srv.pem" >/dev/null 2>&1 ||
         fail "openssl: server certificate"
     "$REAPD" --listen 127.0.0.1:0 --data "$TMP/tls-data" --tls-cert "$PKI/srv.pem" \
-        --tls-key "$PKI/srv.key" >"$TMP/tls.out" 2>"$TMP/tls.log" &
+        --tls-key "$PKI/srv.key" --metrics off >"$TMP/tls.out" 2>"$TMP/tls.log" &
     TLS_PID=$!
     WORKER_PIDS+=("$TLS_PID") # stopped by lib_cleanup
     TLS_PORT=""
