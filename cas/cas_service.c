@@ -70,7 +70,9 @@ static void batch_update(rpc_call_t *call, void *state, const ProtobufCMessage *
 	Google__Rpc__Status *sts = NULL;
 	reap_errbuf_t *ebs = NULL;
 	reap_errbuf_t eb = {{0}};
-	size_t n = req->n_requests, total = 0;
+	cas_put_item_t *puts = NULL;
+	size_t n = req->n_requests, total = 0, np = 0;
+	int *rc = NULL;
 	int err;
 
 	err = cas_admit(svc, call, req->instance_name, strlen(req->instance_name),
@@ -87,31 +89,45 @@ static void batch_update(rpc_call_t *call, void *state, const ProtobufCMessage *
 	}
 	items = calloc(n ? n : 1, sizeof(*items));
 	sts = calloc(n ? n : 1, sizeof(*sts));
-	ebs = calloc(n ? n : 1, sizeof(*ebs));
+	ebs = malloc((n ? n : 1) * sizeof(*ebs));
+	rc = malloc((n ? n : 1) * sizeof(*rc));
+	puts = malloc((n ? n : 1) * sizeof(*puts));
 	resp.responses = calloc(n ? n : 1, sizeof(*resp.responses));
-	if (items == NULL || sts == NULL || ebs == NULL || resp.responses == NULL) {
+	if (items == NULL || sts == NULL || ebs == NULL || rc == NULL || puts == NULL ||
+	    resp.responses == NULL) {
 		err = REAP_E_NOMEM;
 		goto out;
 	}
+	/*
+	 * Uncompressed blobs go to the store together (verified one by one,
+	 * committed in a few write batches); the rest one at a time.
+	 */
 	for (size_t i = 0; i < n; i++) {
 		const RE(BatchUpdateBlobsRequest__Request) *r = req->requests[i];
-		RE(BatchUpdateBlobsResponse__Response) init = RE_INIT(BATCH_UPDATE_BLOBS_RESPONSE__RESPONSE);
 		reap_digest_t d;
-		int e = cas_digest_from_pb(r->digest, &d, &ebs[i]);
-		if (e == REAP_OK) {
-			if (r->compressor == BUILD__BAZEL__REMOTE__EXECUTION__V2__COMPRESSOR__VALUE__IDENTITY)
-				e = cas_store_put(svc->store, req->instance_name, &d, r->data.data,
-						  r->data.len, &ebs[i]);
-			else if (r->compressor == BUILD__BAZEL__REMOTE__EXECUTION__V2__COMPRESSOR__VALUE__ZSTD)
-				e = cas_put_zstd(svc->store, req->instance_name, &d, r->data.data,
-						 r->data.len, &ebs[i]);
-			else
-				e = reap_errf(&ebs[i], REAP_E_INVALID, "compressor %d is not supported",
-					      (int)r->compressor);
-		}
+
+		ebs[i].msg[0] = '\0';
+		rc[i] = cas_digest_from_pb(r->digest, &d, &ebs[i]);
+		if (rc[i] != REAP_OK)
+			continue;
+		if (r->compressor == BUILD__BAZEL__REMOTE__EXECUTION__V2__COMPRESSOR__VALUE__IDENTITY)
+			puts[np++] = (cas_put_item_t){.d = d, .data = r->data.data, .len = r->data.len,
+						      .eb = &ebs[i]};
+		else if (r->compressor == BUILD__BAZEL__REMOTE__EXECUTION__V2__COMPRESSOR__VALUE__ZSTD)
+			rc[i] = cas_put_zstd(svc->store, req->instance_name, &d, r->data.data,
+					     r->data.len, &ebs[i]);
+		else
+			rc[i] = reap_errf(&ebs[i], REAP_E_INVALID, "compressor %d is not supported",
+					  (int)r->compressor);
+	}
+	(void)cas_store_put_many(svc->store, req->instance_name, puts, np);
+	for (size_t k = 0; k < np; k++) /* each item's errbuf is ebs[its index] */
+		rc[puts[k].eb - ebs] = puts[k].rc;
+	for (size_t i = 0; i < n; i++) {
+		RE(BatchUpdateBlobsResponse__Response) init = RE_INIT(BATCH_UPDATE_BLOBS_RESPONSE__RESPONSE);
 		items[i] = init;
-		items[i].digest = r->digest;
-		cas_status_set(&sts[i], e, e == REAP_OK ? NULL : reap_errmsg(&ebs[i], e));
+		items[i].digest = req->requests[i]->digest;
+		cas_status_set(&sts[i], rc[i], rc[i] == REAP_OK ? NULL : reap_errmsg(&ebs[i], rc[i]));
 		items[i].status = &sts[i];
 		resp.responses[i] = &items[i];
 	}
@@ -119,6 +135,8 @@ static void batch_update(rpc_call_t *call, void *state, const ProtobufCMessage *
 out:
 	cas_finish(call, &resp.base, err, &eb);
 	free(resp.responses);
+	free(puts);
+	free(rc);
 	free(ebs);
 	free(sts);
 	free(items);

@@ -28,6 +28,8 @@
 
 #define BLOCK_CACHE_BYTES ((size_t)64 << 20)
 #define DATA_WRITE_BUFFER ((size_t)64 << 20)
+#define VIS_HASH_BUCKETS 200000 /* grant memtable hash buckets (1.6 MB) */
+#define VIS_WRITE_BUFFER ((size_t)16 << 20)
 #define RECOVER_BATCH 1024 /* records dropped per write batch during recovery */
 #define PATH_RESERVE 100   /* room after the data folder for "/cas/xx/<64 hex>-<size>" */
 
@@ -196,6 +198,20 @@ static rocksdb_options_t *cf_options(int cf, rocksdb_cache_t *cache)
 	rocksdb_block_based_options_destroy(t);
 	rocksdb_options_set_compression(o, rocksdb_lz4_compression);
 	rocksdb_options_set_level_compaction_dynamic_level_bytes(o, 1);
+	if (cf == CAS_CF_VIS) {
+		/*
+		 * FindMissingBlobs is a MultiGet of grant keys, and recent grants
+		 * are in the memtable: a hash table keyed by the blob's 40-byte
+		 * prefix finds them without walking a skip list. Every
+		 * grant key has that prefix; vis_drop seeks within one prefix and
+		 * full scans use total_order_seek (ro_scan).
+		 */
+		rocksdb_options_set_prefix_extractor(
+			o, rocksdb_slicetransform_create_fixed_prefix(REAP_DIGEST_KEY_LEN));
+		rocksdb_options_set_hash_link_list_rep(o, VIS_HASH_BUCKETS);
+		/* a flush sorts a copy of the hash memtable: keep that transient small */
+		rocksdb_options_set_write_buffer_size(o, VIS_WRITE_BUFFER);
+	}
 	if (cf == CAS_CF_DATA)
 		rocksdb_options_set_write_buffer_size(o, DATA_WRITE_BUFFER);
 	return o;
@@ -216,6 +232,12 @@ static int open_db(cas_store_t *st, reap_errbuf_t *eb)
 	rocksdb_options_increase_parallelism(db_opts, 2);
 	rocksdb_options_set_keep_log_file_num(db_opts, 4);
 	rocksdb_options_set_max_log_file_size(db_opts, (size_t)8 << 20);
+	/*
+	 * The vis memtable is a hash table, which takes inserts from one writer
+	 * at a time. Single-writer inserts also resume each skip list from the
+	 * previous insert, which the sorted batches of cas_store_put_many use.
+	 */
+	rocksdb_options_set_allow_concurrent_memtable_write(db_opts, 0);
 	for (int i = 0; i < CAS_CF_COUNT; i++)
 		cf_opts[i] = cf_options(i, cache);
 
@@ -230,6 +252,7 @@ static int open_db(cas_store_t *st, reap_errbuf_t *eb)
 	st->ro = rocksdb_readoptions_create();
 	st->ro_scan = rocksdb_readoptions_create();
 	rocksdb_readoptions_set_fill_cache(st->ro_scan, 0);
+	rocksdb_readoptions_set_total_order_seek(st->ro_scan, 1); /* whole-CF scans of vis */
 	st->wo = rocksdb_writeoptions_create();
 
 out:

@@ -111,6 +111,25 @@ int cas_store_grant(cas_store_t *st, const char *scope, const reap_digest_t *ds,
 int cas_store_put(cas_store_t *st, const char *scope, const reap_digest_t *d, const void *data,
 		  size_t len, reap_errbuf_t *eb);
 
+/** One blob of cas_store_put_many. */
+typedef struct cas_put_item {
+	reap_digest_t d;    /* in: the digest the caller claims */
+	const void *data;   /* in: the bytes (borrowed) */
+	size_t len;
+	reap_errbuf_t *eb;  /* in: where this item's error message goes; may be NULL */
+	int rc;             /* out: what cas_store_put would have returned */
+} cas_put_item_t;
+
+/**
+ * Store n whole blobs held in memory (BatchUpdateBlobs), each exactly as
+ * cas_store_put would (verified first, then stored and granted to scope, or
+ * only touched and granted when already stored), with items[i].rc set per
+ * blob. Small blobs are committed together: a few RocksDB write batches per
+ * call instead of one per blob. Returns 0, or REAP_E_INVALID (scope too
+ * long) / REAP_E_NOMEM, in which case every item carries that error too.
+ */
+int cas_store_put_many(cas_store_t *st, const char *scope, cas_put_item_t *items, size_t n);
+
 /**
  * Start a streaming write of blob d that grants scope (copied; NULL: none)
  * on commit, like cas_store_put. The writer buffers in memory up to

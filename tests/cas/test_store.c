@@ -475,6 +475,98 @@ Test(store, find_many)
 	cr_assert_eq(cas_store_find(st, ds, 0, present), REAP_OK);
 }
 
+/*
+ * cas_store_put_many: 1200 items (more than one commit group), inline and
+ * file-sized, with duplicates, a hash mismatch, a size mismatch, the empty
+ * blob and blobs already stored; every result as cas_store_put would give.
+ */
+Test(store, put_many)
+{
+	enum { N = 1200 };
+	cas_put_item_t *items = calloc(N, sizeof(*items));
+	reap_errbuf_t *ebs = calloc(N, sizeof(*ebs));
+	uint8_t **ps = calloc(N, sizeof(*ps));
+	const char *scopes[] = {"t1"};
+	bool *present = calloc(N, sizeof(*present));
+	reap_digest_t *ds = calloc(N, sizeof(*ds));
+	cr_assert(items != NULL && ebs != NULL && ps != NULL && present != NULL && ds != NULL);
+	for (unsigned i = 0; i < N; i++) {
+		size_t len = i % 97 == 0 ? 2000 + i : 1 + i % 700; /* some go to files */
+		unsigned seed = i % 10 == 9 ? 5000 + i - 1 : 5000 + i; /* every 10th repeats the last */
+
+		ps[i] = blob(i % 10 == 9 ? items[i - 1].len : len, seed, &ds[i]);
+		items[i] = (cas_put_item_t){.d = ds[i], .data = ps[i], .len = (size_t)ds[i].size,
+					    .eb = &ebs[i], .rc = 12345};
+	}
+	/* already stored (with another scope's grant): only touched and granted */
+	cr_assert_eq(cas_store_put(st, "t2", &ds[3], ps[3], items[3].len, NULL), REAP_OK);
+	/* wrong hash, then wrong length: refused, nothing stored */
+	items[5].data = ps[6];
+	items[7].len--;
+	reap_digest_empty(&items[11].d);
+	items[11].len = 0;
+	reap_digest_empty(&ds[11]);
+
+	cr_assert_eq(cas_store_put_many(st, "t1", items, N), REAP_OK);
+	for (unsigned i = 0; i < N; i++) {
+		bool bad = i == 5 || i == 7;
+		cr_assert_eq(items[i].rc, bad ? REAP_E_INVALID : REAP_OK, "item %u: %d %s", i,
+			     items[i].rc, ebs[i].msg);
+		if (bad)
+			cr_assert(strstr(ebs[i].msg, "does not match digest") != NULL, "%s", ebs[i].msg);
+	}
+	cr_assert_eq(cas_store_visible(st, scopes, 1, ds, N, present), REAP_OK);
+	for (unsigned i = 0; i < N; i++) {
+		cr_assert_eq(present[i], i != 5 && i != 7, "digest %u", i);
+		if (i != 5 && i != 7)
+			assert_content(&ds[i], ps[i]);
+	}
+	cr_assert_eq(cas_store_has(st, &ds[5]), REAP_E_NOT_FOUND);
+	cr_assert_eq(cas_store_has(st, &ds[7]), REAP_E_NOT_FOUND);
+	/* the empty blob is never stored; blob 3 was counted by its first put */
+	{
+		cas_store_stats_t sst;
+		cas_store_stats(st, &sst);
+		uint64_t want_bytes = 0, want_blobs = 0;
+		for (unsigned i = 0; i < N; i++) {
+			if (i % 10 == 9 || i == 5 || i == 7 || i == 11)
+				continue;
+			want_blobs++;
+			want_bytes += (uint64_t)ds[i].size;
+		}
+		cr_assert_eq(sst.blobs, want_blobs, "blobs %llu want %llu",
+			     (unsigned long long)sst.blobs, (unsigned long long)want_blobs);
+		cr_assert_eq(sst.bytes, want_bytes);
+	}
+
+	/* again: everything is stored, nothing is counted twice, the grants stay */
+	for (unsigned i = 0; i < N; i++)
+		items[i].rc = 12345;
+	cr_assert_eq(cas_store_put_many(st, "t1", items, N), REAP_OK);
+	reopen();
+	cr_assert_eq(cas_store_visible(st, scopes, 1, ds, N, present), REAP_OK);
+	for (unsigned i = 0; i < N; i++)
+		cr_assert_eq(present[i], i != 5 && i != 7, "digest %u after reopen", i);
+
+	/* a scope that is too long fails every item */
+	{
+		char longscope[300];
+		memset(longscope, 'x', sizeof(longscope) - 1);
+		longscope[sizeof(longscope) - 1] = '\0';
+		cr_assert_eq(cas_store_put_many(st, longscope, items, 2), REAP_E_INVALID);
+		cr_assert_eq(items[0].rc, REAP_E_INVALID);
+		cr_assert_eq(items[1].rc, REAP_E_INVALID);
+	}
+	cr_assert_eq(cas_store_put_many(st, NULL, items, 0), REAP_OK);
+	for (unsigned i = 0; i < N; i++)
+		free(ps[i]);
+	free(ps);
+	free(ds);
+	free(present);
+	free(ebs);
+	free(items);
+}
+
 Test(store, ac_per_instance)
 {
 	reap_digest_t action, other;
