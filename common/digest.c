@@ -10,30 +10,37 @@ static const uint8_t empty_sha256[REAP_HASH_LEN] = {
 	0x93, 0x4c, 0xa4, 0x95, 0x99, 0x1b, 0x78, 0x52, 0xb8, 0x55,
 };
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	return -1;
-}
+/* Lowercase hex digit values plus one; 0 for every other byte. */
+static const uint8_t hexval1[256] = {
+	['0'] = 1,  ['1'] = 2,  ['2'] = 3,  ['3'] = 4,  ['4'] = 5,  ['5'] = 6,
+	['6'] = 7,  ['7'] = 8,  ['8'] = 9,  ['9'] = 10, ['a'] = 11, ['b'] = 12,
+	['c'] = 13, ['d'] = 14, ['e'] = 15, ['f'] = 16,
+};
 
 int reap_digest_parse(const char *hex, size_t hexlen, int64_t size,
 		      reap_digest_t *out, reap_errbuf_t *eb)
 {
+	const unsigned char *h = (const unsigned char *)hex;
+	uint8_t bad = 0;
+
 	memset(out, 0, sizeof(*out));
 	if (hex == NULL || hexlen != REAP_HASH_HEX_LEN)
 		return reap_errf(eb, REAP_E_INVALID,
 				 "digest hash must be %d lowercase hex characters, got %zu",
 				 REAP_HASH_HEX_LEN, hex == NULL ? (size_t)0 : hexlen);
+	/* Hot in FindMissingBlobs (10k digests a request): no branch per digit. */
 	for (size_t i = 0; i < REAP_HASH_LEN; i++) {
-		int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
-		if (hi < 0 || lo < 0)
-			return reap_errf(eb, REAP_E_INVALID,
-					 "digest hash has a character that is not lowercase hex at %zu",
-					 hi < 0 ? 2 * i : 2 * i + 1);
-		out->hash[i] = (uint8_t)(hi << 4 | lo);
+		uint8_t hi = (uint8_t)(hexval1[h[2 * i]] - 1), lo = (uint8_t)(hexval1[h[2 * i + 1]] - 1);
+		bad |= hi | lo; /* 0xff for a non-digit */
+		out->hash[i] = (uint8_t)(hi << 4 | (lo & 15));
+	}
+	if (bad & 0x10) {
+		size_t at = 0;
+		while (hexval1[h[at]] != 0)
+			at++;
+		memset(out->hash, 0, sizeof(out->hash));
+		return reap_errf(eb, REAP_E_INVALID,
+				 "digest hash has a character that is not lowercase hex at %zu", at);
 	}
 	if (size < 0)
 		return reap_errf(eb, REAP_E_INVALID, "digest size is negative (%lld)",

@@ -37,6 +37,24 @@ Test(digest, strict)
 	cr_assert_eq(reap_digest_parse(empty_hex, 63, 0, &d, NULL), REAP_E_INVALID);
 	cr_assert_eq(reap_digest_parse(empty_hex, 64, -1, &d, NULL), REAP_E_INVALID);
 	cr_assert_eq(reap_digest_parse(NULL, 0, 0, &d, NULL), REAP_E_INVALID);
+	/* every position, every kind of non-digit, is caught and named */
+	static const char bad[] = {'g', 'G', 'F', '/', ':', '`', '\0', (char)0xff, (char)0x80};
+	for (size_t at = 0; at < 64; at += 9) {
+		for (size_t k = 0; k < sizeof(bad); k++) {
+			char buf[65], want[32];
+			strcpy(buf, empty_hex);
+			buf[at] = bad[k];
+			cr_assert_eq(reap_digest_parse(buf, 64, 0, &d, &eb), REAP_E_INVALID,
+				     "byte 0x%02x at %zu", (unsigned char)bad[k], at);
+			snprintf(want, sizeof(want), "at %zu", at);
+			cr_assert(strstr(eb.msg, want) != NULL, "%s", eb.msg);
+		}
+	}
+	cr_assert_eq(reap_digest_parse("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+				       64, 5, &d, NULL), 0);
+	cr_assert_eq(d.hash[0], 0x01);
+	cr_assert_eq(d.hash[7], 0xef);
+	cr_assert_eq(d.size, 5);
 }
 
 Test(digest, key_roundtrip_and_streaming)
