@@ -20,6 +20,7 @@
 
 #include "cas/cas_int.h"
 #include "common/log.h"
+#include "common/metrics.h"
 
 #define SVC "/build.bazel.remote.execution.v2.ActionCache/"
 #define MAX_VIOLATIONS 32 /* keeps the PreconditionFailure under rpc's 4 KiB cap */
@@ -115,6 +116,12 @@ static void inline_blob(cas_service_t *svc, const RE(Digest) *pb, ProtobufCBinar
 	*budget -= len;
 }
 
+void cas_set_result_check(cas_service_t *svc, cas_result_check_fn fn, void *ctx)
+{
+	svc->result_check = fn;
+	svc->result_check_ctx = ctx;
+}
+
 int cas_ac_lookup(cas_service_t *svc, const char *instance, const reap_digest_t *action,
 		  RE(ActionResult) **out, reap_errbuf_t *eb)
 {
@@ -153,9 +160,14 @@ int cas_ac_lookup(cas_service_t *svc, const char *instance, const reap_digest_t 
 		if (err != REAP_OK)
 			goto out;
 	}
+	if (svc->result_check != NULL && !svc->result_check(svc->result_check_ctx, ar)) {
+		err = reap_errf(eb, REAP_E_NOT_FOUND, "cached result built by a retired toolchain");
+		goto out;
+	}
 	*out = ar;
 	ar = NULL;
 out:
+	reap_metric_inc(err == REAP_OK ? reap_metrics()->ac_hits : reap_metrics()->ac_misses);
 	if (ar != NULL)
 		RE_FN(action_result__free_unpacked)(ar, NULL);
 	free(present);

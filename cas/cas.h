@@ -77,6 +77,16 @@ int cas_visible(cas_service_t *svc, const char *instance, const reap_digest_t *d
  */
 int cas_identify(cas_service_t *svc, rpc_call_t *call, auth_identity_t *id, reap_errbuf_t *eb);
 
+/** Whether a complete cached result may still be served (e.g. its toolchain is current). */
+typedef bool (*cas_result_check_fn)(void *ctx, const Build__Bazel__Remote__Execution__V2__ActionResult *ar);
+
+/**
+ * Install the check every ActionCache read applies after the completeness
+ * check (GetActionResult and cas_ac_lookup); NULL removes it. Set before
+ * serving, cleared before ctx goes away.
+ */
+void cas_set_result_check(cas_service_t *svc, cas_result_check_fn fn, void *ctx);
+
 /**
  * The ActionCache entry for (instance, action), only if every blob it
  * references is still stored and visible in instance (cas_visible; else

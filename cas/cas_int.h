@@ -31,6 +31,8 @@ struct cas_service {
 	pthread_mutex_t uploads_mu;  /* guards the upload table */
 	cas_upload_t *uploads;       /* resumable ByteStream writes (list) */
 	size_t n_uploads;
+	cas_result_check_fn result_check; /* may a cached result be served? (scheduler) */
+	void *result_check_ctx;
 };
 
 /** The read scopes of instance (cas_store_visible's scopes); returns how many. */

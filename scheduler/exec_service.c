@@ -265,13 +265,9 @@ static void execute(rpc_call_t *call, void *state, const ProtobufCMessage *m)
 		rpc_call_finish(call, NULL, err, reap_errmsg(&eb, err));
 		return;
 	}
+	/* cas_ac_lookup also applies sched_result_current (retired toolchains). */
 	if (!req->skip_cache_lookup &&
-	    cas_ac_lookup(s->cas, req->instance_name, &ad, &ar, NULL) == REAP_OK &&
-	    !sched_result_current(s, ar)) {
-		RE_FN(action_result__free_unpacked)(ar, NULL); /* built by a retired toolchain */
-		ar = NULL;
-	}
-	if (ar != NULL) {
+	    cas_ac_lookup(s->cas, req->instance_name, &ad, &ar, NULL) == REAP_OK) {
 		RE(ExecuteResponse) resp = RE_INIT(EXECUTE_RESPONSE);
 		Google__Rpc__Status ok;
 		cas_status_set(&ok, REAP_OK, NULL);

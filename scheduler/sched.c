@@ -468,6 +468,9 @@ sched_t *sched_new(cas_service_t *cas, const sched_config_t *cfg, reap_errbuf_t 
 		free(s);
 		return NULL;
 	}
+	/* Every ActionCache read, clients' GetActionResult too, retires results
+	 * built by a toolchain that is no longer its platform's current one. */
+	cas_set_result_check(s->cas, sched_result_current, s);
 	return s;
 }
 
@@ -484,6 +487,7 @@ void sched_free(sched_t *s)
 {
 	if (s == NULL)
 		return;
+	cas_set_result_check(s->cas, NULL, NULL);
 	pthread_mutex_lock(&s->mu);
 	s->stopping = true;
 	pthread_cond_signal(&s->cv);

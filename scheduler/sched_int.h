@@ -146,8 +146,8 @@ char *sched_offer_key(char *const *offer, size_t n);
 const char *sched_toolchain_current(sched_t *s, const char *offer_key);
 /** May a worker with toolchain take work / may its results be served? Holds mu. */
 bool sched_toolchain_ok(sched_t *s, const char *offer_key, const char *toolchain);
-/** Is a cached result's toolchain stamp (if any) still current? Takes mu. */
-bool sched_result_current(sched_t *s, const RE(ActionResult) *ar);
+/** Is a cached result's toolchain stamp (if any) still current? Takes mu. (cas_result_check_fn) */
+bool sched_result_current(void *s, const RE(ActionResult) *ar);
 /** cas_ac_write with ar stamped with toolchain and offer_key (ar is restored). */
 int sched_stamp_write(sched_t *s, const char *instance, const reap_digest_t *ad,
 		      RE(ActionResult) *ar, const char *toolchain, const char *offer_key,

@@ -80,8 +80,9 @@ static Reap__V1__ToolchainStamp *find_stamp(const RE(ActionResult) *ar)
 	return NULL;
 }
 
-bool sched_result_current(sched_t *s, const RE(ActionResult) *ar)
+bool sched_result_current(void *ctx, const RE(ActionResult) *ar)
 {
+	sched_t *s = ctx;
 	Reap__V1__ToolchainStamp *st = find_stamp(ar);
 	bool ok = true;
 	if (st == NULL)

@@ -405,6 +405,19 @@ Test(sched, worker_credentials_are_bound)
 	rpc_stream_cancel(a);
 }
 
+/* A client's GetActionResult for ad: the gRPC code. */
+static int get_result(RE(Digest) *ad)
+{
+	RE(GetActionResultRequest) req = RE_INIT(GET_ACTION_RESULT_REQUEST);
+	rpc_status_t st = {0};
+	req.action_digest = ad;
+	th_unary(&t, "/build.bazel.remote.execution.v2.ActionCache/GetActionResult", &req.base,
+		 &build__bazel__remote__execution__v2__action_result__descriptor, NULL, &st);
+	int code = st.code;
+	rpc_status_destroy(&st);
+	return code;
+}
+
 /* Upgrading a platform's toolchain retires results built with the old one. */
 Test(sched, toolchain_upgrade_retires_results)
 {
@@ -436,6 +449,8 @@ Test(sched, toolchain_upgrade_retires_results)
 	usleep(20 * 1000);
 	poll_toolchain = "sha256:new"; /* a worker with the upgraded toolchain joins */
 	cr_assert_null(poll_lease(wch_for("new"), "new", NULL, 0, &code));
+	cr_assert_eq(get_result(&ad), GRPC_STATUS_NOT_FOUND,
+		     "GetActionResult does not serve it either");
 	a = execute(&ad, false);
 	cr_assert_eq(next_op(a, NULL, NULL), 2, "the old result is not served any more");
 	poll_toolchain = "sha256:old";
@@ -453,6 +468,7 @@ Test(sched, toolchain_upgrade_retires_results)
 	a = execute(&ad, false);
 	cr_assert_eq(next_op(a, &resp, NULL), 4);
 	cr_assert(resp->cached_result, "the new toolchain's result is served");
+	cr_assert_eq(get_result(&ad), 0);
 	protobuf_c_message_free_unpacked(&resp->base, NULL);
 	cr_assert_eq(finish(a), 0);
 	poll_toolchain = NULL;
