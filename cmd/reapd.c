@@ -317,7 +317,10 @@ int main(int argc, char **argv)
 				    .tls = o.tls_cert != NULL || o.tls_key != NULL ? &tls : NULL};
 	if ((server = rpc_server_new(&rcfg, &eb)) == NULL)
 		goto out;
+	/* 1 MiB Read messages: a quarter of the per-message overhead of the
+	 * 256 KiB default, still one bounded buffer per stream. */
 	cas_service_config_t ccfg = {.instances = instances, .execution = true,
+				     .read_chunk_bytes = 1u << 20,
 				     .max_recv_bytes = rpc_server_max_recv(server),
 				     .max_send_bytes = rpc_server_max_send(server)};
 	if ((cas = cas_service_new(store, policy, &ccfg)) == NULL) {
