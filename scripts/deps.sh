@@ -10,6 +10,7 @@ PKGS=(
   libmicrohttpd-dev libseccomp-dev libsystemd-dev
   libcriterion-dev bubblewrap
   bazel-bootstrap bazel-rules-cc bazel-rules-java
+  libnetty-tcnative-jni   # Debian's Bazel needs it for grpcs:// (ALPN)
 )
 
 missing=()

@@ -17,9 +17,9 @@
 #   (d) bazel clean, bazel build //...: every spawn is a "remote cache hit"
 #       (results the scheduler wrote to the ActionCache), same count as (a).
 #
-# reapd refuses anonymous callers; Bazel sends a client token,
-# the worker its own worker token. Only the scheduler writes
-# the ActionCache.
+# Over TLS (grpcs://localhost, --tls_certificate); reapd refuses anonymous
+# callers; Bazel sends a client token (--remote_header), the worker its own
+# worker token. Only the scheduler writes the ActionCache.
 #
 # Environment:
 #   REAPD, REAP_WORKER      the binaries (required)
@@ -61,16 +61,19 @@ mkdir -p "$WS"
 (cd "$WS_SRC" && tar --exclude='./bazel-*' -cf - .) | (cd "$WS" && tar -xf -)
 prepare_debian_overrides
 
-# No anonymous access: Bazel proves itself with a client token, the worker
-# with its own worker token. Clients never write the AC. (Plaintext: Debian's
-# Bazel 4.2.3 cannot open TLS channels at all on this JDK -- "JDK provider
-# does not support ALPN protocol" -- so TLS is tested with the reap CLI and
-# worker in tests/cli/.)
+# TLS, and no anonymous access: Bazel checks reapd's certificate against a
+# throw-away CA and proves itself with a client token, the worker with its
+# own worker token. Clients never write the AC. (bazel_remote_cache.sh
+# covers plaintext.)
+REAPD_TLS=1
+bazel_tls_setup
 start_reapd --anonymous none
 CLIENT_TOKEN=$(issue_token bazel-user client)
 start_worker w1 2
 BAZELRC=$TMP/e2e.bazelrc
 write_bazelrc "$BAZELRC"
+grep -q "remote_executor=grpcs://localhost:$PORT" "$BAZELRC" || fail "the bazelrc does not use grpcs://"
+grep -q 'transport=tls' "$TMP/reapd.log" || fail "reapd is not serving TLS"
 
 ROOT=$TMP/out
 USER_ROOTS=("$ROOT")

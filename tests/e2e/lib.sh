@@ -214,7 +214,7 @@ lib_cleanup() {
     for root in "${USER_ROOTS[@]}"; do
         if [[ -d $root ]]; then
             (cd "${BAZEL_WS:-$TMP}" 2>/dev/null || cd "$TMP" || exit
-             timeout 60 "$BAZEL" --nohome_rc --output_user_root="$root" shutdown \
+             timeout 60 "$BAZEL" --nohome_rc "${BZ_STARTUP[@]}" --output_user_root="$root" shutdown \
                  >/dev/null 2>&1)
             # A server still busy with a build ignores shutdown: kill it (ours,
             # by its pid file).
@@ -394,6 +394,24 @@ EOF
     fi
 }
 
+# BZ_STARTUP: extra Bazel startup options, the same for every command (a
+# change would restart the server).
+BZ_STARTUP=()
+
+# bazel_tls_setup: lets Debian's Bazel open grpcs:// channels. Debian's netty
+# has no JDK ALPN support ("JDK provider does not support ALPN protocol"), so
+# Bazel needs netty-tcnative's OpenSSL engine: the libnetty-tcnative-jni
+# package, under the file name netty loads (libnetty_tcnative.so; the library
+# checks its own real path, so a symlink is refused), on the JVM's
+# java.library.path.
+bazel_tls_setup() {
+    local lib=/usr/lib/x86_64-linux-gnu/jni/libnetty-tcnative.so
+    [[ -f $lib ]] || fail "$lib missing: install libnetty-tcnative-jni (scripts/deps.sh does)"
+    mkdir -p "$TMP/jni"
+    cp "$lib" "$TMP/jni/libnetty_tcnative.so"
+    BZ_STARTUP=("--host_jvm_args=-Djava.library.path=$TMP/jni")
+}
+
 # remote_flags FILE FLAG: FLAG=grpc(s)://...:PORT, plus the CA and the
 # client's token (CLIENT_TOKEN) when set.
 remote_flags() {
@@ -429,7 +447,7 @@ bz() {
     local ws=$1 root=$2 logf=$3; shift 3
     local t0=$SECONDS
     BZ_RC=0
-    (cd "$ws" && timeout "$BAZEL_TIMEOUT" "$BAZEL" --nohome_rc --bazelrc="$BAZELRC" \
+    (cd "$ws" && timeout "$BAZEL_TIMEOUT" "$BAZEL" --nohome_rc "${BZ_STARTUP[@]}" --bazelrc="$BAZELRC" \
         --output_user_root="$root" --max_idle_secs=900 "$@") >"$logf" 2>&1 || BZ_RC=$?
     # shellcheck disable=SC2034  # read by the scripts
     BZ_SECS=$((SECONDS - t0))
