@@ -8,7 +8,10 @@
  * empty unary calls/s (the ceiling of ac-get) and server-streamed MB/s (the
  * ceiling of bytestream-read); and the bwrap spawn of /bin/true (serial
  * fork/exec and wait, spawns/s and p50), the floor of any sandboxed
- * execution (execute-noop).
+ * execution (execute-noop); and the disk: files of the ByteStream blob size
+ * written and fdatasync'd one at a time in TMPDIR (where --spawn puts the
+ * server's data), the ceiling of a ByteStream Write that is durable before
+ * it is acknowledged.
  *
  * bench_compare() turns a scenario's figure and its baseline (or absolute
  * target) into the "vs" text every scenario prints; the targets are issue
@@ -16,6 +19,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -141,6 +145,71 @@ static int measure_bwrap(bench_ctx_t *c, double *value, char *detail, size_t len
 	return 0;
 }
 
+/*
+ * Files of bs_size bytes, written in bs_chunk blocks, fdatasync'd, closed
+ * and removed, one after the other for about sha_seconds (after one
+ * untimed); MB/s. What the disk allows a server that makes each blob
+ * durable before it answers.
+ */
+static int measure_disk(bench_ctx_t *c, double *value, char *detail, size_t len)
+{
+	const char *tmp = getenv("TMPDIR");
+	size_t chunk = c->o.bs_chunk > 0 ? c->o.bs_chunk : 1u << 20;
+	uint8_t *buf = malloc(chunk);
+	char dir[PATH_MAX], path[PATH_MAX + 16];
+	uint64_t rng = 7, bytes = 0;
+	double t0 = 0, t = 0;
+	int rc = -1, files = 0;
+
+	snprintf(dir, sizeof(dir), "%s/reap-bench-disk-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+	if (buf == NULL || mkdtemp(dir) == NULL) {
+		snprintf(detail, len, "cannot create %s: %s", dir, strerror(errno));
+		free(buf);
+		return -1;
+	}
+	bench_rng_fill(&rng, buf, chunk);
+	snprintf(path, sizeof(path), "%s/f", dir);
+	for (int i = -1; i < 0 || t < c->o.sha_seconds; i++) {
+		if (i == 0)
+			t0 = bench_now();
+		int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+		if (fd < 0)
+			goto fail;
+		for (size_t off = 0; off < c->o.bs_size;) {
+			size_t n = c->o.bs_size - off < chunk ? c->o.bs_size - off : chunk;
+			ssize_t w = write(fd, buf, n);
+			if (w <= 0) {
+				close(fd);
+				goto fail;
+			}
+			off += (size_t)w;
+		}
+		if (fdatasync(fd) != 0) {
+			close(fd);
+			goto fail;
+		}
+		close(fd);
+		unlink(path);
+		if (i >= 0) {
+			bytes += c->o.bs_size;
+			files++;
+			t = bench_now() - t0;
+		}
+	}
+	*value = (double)bytes / t / 1e6;
+	snprintf(detail, len, "%d files x %.1f MiB, each written and fdatasync'd, in %s, %.1f s",
+		 files, (double)c->o.bs_size / (1 << 20), tmp && *tmp ? tmp : "/tmp", t);
+	rc = 0;
+	goto out;
+fail:
+	snprintf(detail, len, "%s: %s", path, strerror(errno));
+out:
+	unlink(path);
+	rmdir(dir);
+	free(buf);
+	return rc;
+}
+
 static int measure_null_unary(bench_ctx_t *c, double *value, char *detail, size_t len)
 {
 	return bench_null_unary(c, value, detail, len);
@@ -157,6 +226,7 @@ static const base_def_t defs[BENCH_BASE_COUNT] = {
 	[BENCH_BASE_NULL_UNARY] = {"null-grpc-unary", "calls/s", measure_null_unary},
 	[BENCH_BASE_NULL_STREAM] = {"null-grpc-stream", "MB/s", measure_null_stream},
 	[BENCH_BASE_BWRAP] = {"bwrap", "spawns/s", measure_bwrap},
+	[BENCH_BASE_DISK] = {"disk-fsync", "MB/s", measure_disk},
 };
 
 const char *bench_base_name(bench_base_t b)

@@ -91,6 +91,7 @@ typedef enum {
 	BENCH_BASE_NULL_UNARY,  /* null gRPC server (reap's rpc server), empty unary calls/s */
 	BENCH_BASE_NULL_STREAM, /* null gRPC server, server-streamed MB/s */
 	BENCH_BASE_BWRAP,       /* serial bwrap spawns of /bin/true, spawns/s */
+	BENCH_BASE_DISK,        /* files of bs_size written and fdatasync'd one by one, MB/s */
 	BENCH_BASE_COUNT,
 } bench_base_t;
 

@@ -292,6 +292,13 @@ void bench_bytestream_write(bench_ctx_t *c, bench_result_t *r)
 	}
 	bs_run(c, r, write_one);
 	c->blobs_written = !r->failed;
+	double disk = c->base.value[BENCH_BASE_DISK];
+	if (!r->failed && disk > 0)
+		snprintf(r->extra, sizeof(r->extra),
+			 "   vs disk        %.3f x disk-fsync %.1f MB/s (the ceiling when every blob "
+			 "is fsync'd before it is acknowledged%s)\n",
+			 r->mbps / disk, disk,
+			 c->o.spawn != NULL && c->o.no_sync ? "; this server runs --no-sync" : "");
 }
 
 void bench_bytestream_read(bench_ctx_t *c, bench_result_t *r)
