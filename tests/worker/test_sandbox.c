@@ -421,6 +421,83 @@ Test(sandbox, missing_bwrap)
 	sb_cfg = saved;
 }
 
+/* An exec that fails in the spawned child is reported as such; the worker goes on. */
+Test(sandbox, bwrap_that_cannot_exec)
+{
+	wrk_sandbox_config_t saved = sb_cfg;
+	const char *argv[] = {"true", NULL};
+	wrk_run_result_t res;
+	char bad[400];
+	snprintf(bad, sizeof(bad), "%s/../not-a-program", root);
+	FILE *f = fopen(bad, "w");
+	cr_assert_not_null(f);
+	fputs("\x7f" "ELF garbage\n", f);
+	fclose(f);
+	cr_assert_eq(chmod(bad, 0755), 0);
+	sb_cfg.bwrap = bad;
+	cr_assert_eq(run("", std_env, argv, 30000, NULL, &res), REAP_E_IO);
+	sb_cfg = saved;
+	unlink(bad);
+	cr_assert_str_eq(sh_ok("echo still-works"), "still-works\n");
+}
+
+/*
+ * The spawning child shares the worker's memory until it execs: its drop to
+ * the sandbox uid must not reach the worker's own threads.
+ */
+static void *idle_thread(void *arg)
+{
+	(void)arg;
+	pause();
+	return NULL;
+}
+
+/* The "Uid:" line of one of our threads, from /proc. */
+static void thread_uids(pid_t tid, char *out, size_t cap)
+{
+	char path[64], buf[2048];
+	snprintf(path, sizeof(path), "/proc/self/task/%d/status", (int)tid);
+	FILE *f = fopen(path, "r");
+	cr_assert_not_null(f);
+	out[0] = '\0';
+	while (fgets(buf, sizeof(buf), f) != NULL)
+		if (strncmp(buf, "Uid:", 4) == 0)
+			snprintf(out, cap, "%.100s", buf);
+	fclose(f);
+}
+
+Test(sandbox, spawning_leaves_the_worker_identity_alone)
+{
+	uid_t ruid, euid, suid;
+	gid_t rgid, egid, sgid;
+	uid_t before = geteuid();
+	pthread_t t;
+	char main_uids[128], other_uids[128];
+	/* a second thread: glibc's set*id wrappers would have changed it too */
+	cr_assert_eq(pthread_create(&t, NULL, idle_thread, NULL), 0);
+	cr_assert_str_eq(sh_ok("echo x"), "x\n");
+	thread_uids(gettid(), main_uids, sizeof(main_uids));
+	DIR *d = opendir("/proc/self/task");
+	struct dirent *e;
+	cr_assert_not_null(d);
+	while ((e = readdir(d)) != NULL) {
+		if (e->d_name[0] == '.')
+			continue;
+		thread_uids((pid_t)atoi(e->d_name), other_uids, sizeof(other_uids));
+		cr_assert_str_eq(other_uids, main_uids, "thread %s: %s", e->d_name, other_uids);
+	}
+	closedir(d);
+	pthread_cancel(t);
+	pthread_join(t, NULL);
+	cr_assert_eq(getresuid(&ruid, &euid, &suid), 0);
+	cr_assert_eq(getresgid(&rgid, &egid, &sgid), 0);
+	cr_assert_eq(euid, before);
+	cr_assert_eq(ruid, before);
+	cr_assert_eq(suid, before);
+	if (before == 0)
+		cr_assert_eq(egid, 0);
+}
+
 /* A root worker's action is an unprivileged host uid that owns the folders, not the staged files. */
 Test(sandbox, root_worker_runs_actions_as_the_sandbox_uid)
 {
