@@ -191,17 +191,29 @@ static void exec_done(rpc_call_t *call, void *state, bool ok)
 	pthread_mutex_unlock(&s->mu);
 }
 
-/* Load and decode a blob the execution needs; missing → *is_missing. */
+/*
+ * Load and decode a blob the execution needs; missing → *is_missing. Its
+ * bytes go to *raw (caller frees) when they fit in SCHED_INLINE_MAX, for the
+ * lease; else *raw is NULL.
+ */
 static void *load_msg(sched_t *s, const reap_digest_t *d, size_t max,
-		      const ProtobufCMessageDescriptor *desc, bool *is_missing)
+		      const ProtobufCMessageDescriptor *desc, bool *is_missing, uint8_t **raw,
+		      size_t *raw_len)
 {
 	void *data = NULL;
 	size_t len = 0;
 	ProtobufCMessage *msg = NULL;
 	int err = cas_store_get(s->store, d, max, &data, &len);
 	*is_missing = err == REAP_E_NOT_FOUND;
+	*raw = NULL;
+	*raw_len = 0;
 	if (err == REAP_OK)
 		msg = protobuf_c_message_unpack(desc, NULL, len, data);
+	if (msg != NULL && len > 0 && len <= SCHED_INLINE_MAX) {
+		*raw = data;
+		*raw_len = len;
+		data = NULL;
+	}
 	free(data);
 	return msg;
 }
@@ -252,6 +264,8 @@ static void execute(rpc_call_t *call, void *state, const ProtobufCMessage *m)
 	RE(Command) *cmd = NULL;
 	RE(Platform) *platform = NULL;
 	reap_digest_t ad, cd, rd;
+	uint8_t *action_raw = NULL, *cmd_raw = NULL;
+	size_t action_len = 0, cmd_len = 0;
 	auth_identity_t id;
 	bool missing, any, able;
 	int err;
@@ -285,7 +299,8 @@ static void execute(rpc_call_t *call, void *state, const ProtobufCMessage *m)
 		rpc_call_finish(call, NULL, REAP_E_IO, reap_errmsg(&eb, REAP_E_IO));
 		return;
 	}
-	action = vis[0] ? load_msg(s, &ad, MAX_ACTION_BYTES, &RE_FN(action__descriptor), &missing)
+	action = vis[0] ? load_msg(s, &ad, MAX_ACTION_BYTES, &RE_FN(action__descriptor), &missing,
+				   &action_raw, &action_len)
 			: NULL;
 	if (!vis[0])
 		missing = true;
@@ -305,7 +320,8 @@ static void execute(rpc_call_t *call, void *state, const ProtobufCMessage *m)
 		finish_status(call, &ad, REAP_E_IO, eb.msg, NULL, 0);
 		goto out;
 	}
-	cmd = vis[0] ? load_msg(s, &cd, MAX_COMMAND_BYTES, &RE_FN(command__descriptor), &missing)
+	cmd = vis[0] ? load_msg(s, &cd, MAX_COMMAND_BYTES, &RE_FN(command__descriptor), &missing,
+				&cmd_raw, &cmd_len)
 		     : NULL;
 	if (!vis[0])
 		missing = true;
@@ -344,8 +360,9 @@ static void execute(rpc_call_t *call, void *state, const ProtobufCMessage *m)
 	if (op == NULL) {
 		op = sched_op_create(s, req->instance_name, &ad, platform,
 				     req->execution_policy ? req->execution_policy->priority : 0,
-				     action->do_not_cache);
+				     action->do_not_cache, action_raw, action_len, cmd_raw, cmd_len);
 		platform = NULL;
+		action_raw = cmd_raw = NULL;
 		if (op != NULL) {
 			char hex[REAP_HASH_HEX_LEN + 1];
 			reap_digest_hex(&ad, hex);
@@ -362,6 +379,8 @@ static void execute(rpc_call_t *call, void *state, const ProtobufCMessage *m)
 	exec_step(call, st);
 	pthread_mutex_unlock(&s->mu);
 out:
+	free(action_raw);
+	free(cmd_raw);
 	if (platform != NULL)
 		RE_FN(platform__free_unpacked)(platform, NULL);
 	if (cmd != NULL)

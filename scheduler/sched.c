@@ -101,12 +101,24 @@ static void queue_remove(sched_t *s, sched_op_t *op)
 	}
 }
 
+static void op_drop_blobs(sched_op_t *op)
+{
+	free(op->action_blob);
+	free(op->command_blob);
+	op->action_blob = op->command_blob = NULL;
+	op->action_len = op->command_len = 0;
+}
+
 sched_op_t *sched_op_create(sched_t *s, const char *instance, const reap_digest_t *action,
-			    RE(Platform) *platform, int32_t priority, bool do_not_cache)
+			    RE(Platform) *platform, int32_t priority, bool do_not_cache,
+			    uint8_t *action_blob, size_t action_len, uint8_t *command_blob,
+			    size_t command_len)
 {
 	sched_op_t *op = calloc(1, sizeof(*op));
 	if (op == NULL || (op->instance = strdup(instance)) == NULL) {
 		free(op);
+		free(action_blob);
+		free(command_blob);
 		if (platform != NULL)
 			RE_FN(platform__free_unpacked)(platform, NULL);
 		return NULL;
@@ -116,6 +128,13 @@ sched_op_t *sched_op_create(sched_t *s, const char *instance, const reap_digest_
 	op->platform = platform;
 	op->priority = priority;
 	op->do_not_cache = do_not_cache;
+	op->action_blob = action_blob;
+	op->action_len = action_len;
+	op->command_blob = command_blob;
+	op->command_len = command_len;
+	if (action_blob == NULL || command_blob == NULL ||
+	    action_len > SCHED_INLINE_MAX || command_len > SCHED_INLINE_MAX - action_len)
+		op_drop_blobs(op); /* the worker fetches them */
 	op->seq = s->next_seq++;
 	op->stage = SCHED_QUEUED;
 	op->all_next = s->ops;
@@ -127,6 +146,7 @@ sched_op_t *sched_op_create(sched_t *s, const char *instance, const reap_digest_
 
 static void op_free(sched_op_t *op)
 {
+	op_drop_blobs(op);
 	if (op->platform != NULL)
 		RE_FN(platform__free_unpacked)(op->platform, NULL);
 	free(op->response);
@@ -255,6 +275,7 @@ void sched_op_complete(sched_t *s, sched_op_t *op, const RE(ExecuteResponse) *re
 	op->stage = SCHED_COMPLETED;
 	op->lease_id[0] = '\0';
 	op->done_at_ms = sched_now_ms();
+	op_drop_blobs(op); /* no lease will need them again */
 	sched_op_notify(s, op);
 }
 

@@ -14,6 +14,8 @@
 #include "scheduler/sched.h"
 
 #define SCHED_NAME_LEN 37 /* a UUID and its NUL */
+/* Action + Command at most this large travel inside the lease (per queued op memory). */
+#define SCHED_INLINE_MAX ((size_t)32 << 10)
 
 typedef enum {
 	SCHED_QUEUED = 2,    /* ExecutionStage values */
@@ -59,7 +61,11 @@ struct sched_op {
 	sched_stage_t stage;
 	int attempts;            /* leases handed out */
 	bool cancel_requested;
-	bool do_not_cache;
+	bool do_not_cache;       /* from the Action as read from the CAS at Execute */
+	/* The Action and Command blobs as read at Execute, sent with the lease
+	 * (NULL when larger than SCHED_INLINE_MAX together); freed at completion. */
+	uint8_t *action_blob, *command_blob;
+	size_t action_len, command_len;
 	/* lease, while EXECUTING */
 	char lease_id[SCHED_NAME_LEN];
 	char worker[128];
@@ -115,9 +121,15 @@ void sched_uuid(char out[SCHED_NAME_LEN]);
 sched_op_t *sched_find_op(sched_t *s, const char *name);
 /** The in-flight (not completed) operation for instance/action, or NULL. */
 sched_op_t *sched_find_inflight(sched_t *s, const char *instance, const reap_digest_t *action);
-/** Create, queue and dispatch an operation; takes ownership of platform. */
+/**
+ * Create, queue and dispatch an operation; takes ownership of platform and
+ * of the blobs (the Action and Command bytes for the lease; NULL, or freed
+ * at once, when they are larger than SCHED_INLINE_MAX together).
+ */
 sched_op_t *sched_op_create(sched_t *s, const char *instance, const reap_digest_t *action,
-			    RE(Platform) *platform, int32_t priority, bool do_not_cache);
+			    RE(Platform) *platform, int32_t priority, bool do_not_cache,
+			    uint8_t *action_blob, size_t action_len, uint8_t *command_blob,
+			    size_t command_len);
 /** Finish op with a packed ExecuteResponse (copied) and wake its waiters. */
 void sched_op_complete(sched_t *s, sched_op_t *op, const RE(ExecuteResponse) *resp);
 /** Finish op with a status only (no result). */

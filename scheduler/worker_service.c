@@ -73,6 +73,11 @@ static void poll_reply(rpc_call_t *call, sched_t *s, poll_state_t *st)
 		lease.action_digest = &d;
 		lease.lease_ttl_ms = s->cfg.lease_ttl_ms;
 		lease.allow_loopback_network = auth_loopback_network(s->cas->auth, op->instance);
+		/* read from this instance's CAS at Execute; the worker checks the digests */
+		lease.action.data = op->action_blob;
+		lease.action.len = op->action_blob != NULL ? op->action_len : 0;
+		lease.command.data = op->command_blob;
+		lease.command.len = op->command_blob != NULL ? op->command_len : 0;
 		resp.lease = &lease;
 		st->p.delivered = true;
 	}
@@ -214,22 +219,6 @@ static void renew(rpc_call_t *call, void *state, const ProtobufCMessage *m)
 	rpc_call_finish(call, &resp.base, err, reap_errmsg(&eb, err));
 }
 
-/* Load the Action to learn do_not_cache: the worker's word is not taken for it. */
-static bool action_cacheable(sched_t *s, const reap_digest_t *ad)
-{
-	void *data = NULL;
-	size_t len = 0;
-	bool ok = false;
-	if (cas_store_get(s->store, ad, (size_t)1 << 20, &data, &len) == REAP_OK) {
-		RE(Action) *a = RE_FN(action__unpack)(NULL, len, data);
-		ok = a != NULL && !a->do_not_cache;
-		if (a != NULL)
-			RE_FN(action__free_unpacked)(a, NULL);
-	}
-	free(data);
-	return ok;
-}
-
 static void complete(rpc_call_t *call, void *state, const ProtobufCMessage *m)
 {
 	const Reap__V1__CompleteRequest *req = (const void *)m;
@@ -259,6 +248,9 @@ static void complete(rpc_call_t *call, void *state, const ProtobufCMessage *m)
 	offer_key = op->offer_key; /* the op keeps it until freed; take it */
 	op->offer_key = NULL;
 	ad = op->action;
+	/* do_not_cache comes from the Action as Execute read it from the CAS:
+	 * the worker's word is not taken for it */
+	bool cacheable = !op->do_not_cache;
 	pthread_mutex_unlock(&s->mu);
 
 	bool ok_status = er != NULL && (er->status == NULL || er->status->code == 0);
@@ -266,8 +258,7 @@ static void complete(rpc_call_t *call, void *state, const ProtobufCMessage *m)
 		reap_metric_inc(reap_metric_labels(reap_metrics()->sandbox_limit_hits, "resource"));
 	else if (er != NULL && er->status != NULL && er->status->code == 4 /* DEADLINE */)
 		reap_metric_inc(reap_metric_labels(reap_metrics()->sandbox_limit_hits, "timeout"));
-	if (ok_status && er->result != NULL && er->result->exit_code == 0 &&
-	    action_cacheable(s, &ad)) {
+	if (ok_status && er->result != NULL && er->result->exit_code == 0 && cacheable) {
 		reap_digest_t *missing = NULL;
 		size_t n_missing = 0;
 		reap_errbuf_t web = {{0}};

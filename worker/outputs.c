@@ -65,12 +65,17 @@ static int flush(wrk_collector_t *o, reap_errbuf_t *eb)
 	return err;
 }
 
-/* Read a small file whole (false when it turns out bigger than max). */
-static int read_small(int fd, size_t max, uint8_t **data, size_t *len, bool *fits,
+/*
+ * Read a small file whole (false when it turns out bigger than max). The
+ * buffer starts at the size fstat saw (hint, at most max) plus one byte and
+ * grows only if the file does: no max-sized allocation (and its page
+ * faults) per file.
+ */
+static int read_small(int fd, size_t hint, size_t max, uint8_t **data, size_t *len, bool *fits,
 		      reap_errbuf_t *eb)
 {
-	uint8_t *buf = malloc(max + 1);
-	size_t n = 0;
+	size_t cap = (hint < max ? hint : max) + 1, n = 0;
+	uint8_t *buf = malloc(cap);
 
 	*data = NULL;
 	*len = 0;
@@ -78,7 +83,17 @@ static int read_small(int fd, size_t max, uint8_t **data, size_t *len, bool *fit
 	if (buf == NULL)
 		return REAP_E_NOMEM;
 	while (n <= max) {
-		ssize_t r = pread(fd, buf + n, max + 1 - n, (off_t)n);
+		if (n == cap) { /* it grew since fstat */
+			size_t ncap = cap * 2 < max + 1 ? cap * 2 : max + 1;
+			uint8_t *nb = realloc(buf, ncap);
+			if (nb == NULL) {
+				free(buf);
+				return REAP_E_NOMEM;
+			}
+			buf = nb;
+			cap = ncap;
+		}
+		ssize_t r = pread(fd, buf + n, cap - n, (off_t)n);
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r < 0) {
@@ -118,7 +133,8 @@ int wrk_upload_file(wrk_collector_t *o, int dfd, const char *name, reap_digest_t
 	}
 	*exec = (st.st_mode & 0111) != 0;
 	if ((uint64_t)st.st_size <= o->small_max &&
-	    (err = read_small(fd, o->small_max, &data, &len, &fits, eb)) != REAP_OK)
+	    (err = read_small(fd, (size_t)st.st_size, o->small_max, &data, &len, &fits, eb)) !=
+		    REAP_OK)
 		goto out;
 	if (!fits) {
 		err = wrk_cas_put_file(o->cas, fd, d, eb);
@@ -132,6 +148,17 @@ int wrk_upload_file(wrk_collector_t *o, int dfd, const char *name, reap_digest_t
 	    o->pending_bytes + len > wrk_cas_max_batch(o->cas)) {
 		if ((err = flush(o, eb)) != REAP_OK)
 			goto out;
+	}
+	if (o->n_pending == o->cap_pending) { /* grown on demand: most actions have few outputs */
+		size_t ncap = o->cap_pending ? o->cap_pending * 2 : 16;
+		wrk_blob_t *np = realloc(o->pending, (ncap < PENDING_MAX ? ncap : PENDING_MAX) *
+							     sizeof(*np));
+		if (np == NULL) {
+			err = REAP_E_NOMEM;
+			goto out;
+		}
+		o->pending = np;
+		o->cap_pending = ncap < PENDING_MAX ? ncap : PENDING_MAX;
 	}
 	o->pending[o->n_pending++] = (wrk_blob_t){.data = data, .len = len, .digest = *d};
 	o->pending_bytes += len;
@@ -457,10 +484,6 @@ int wrk_collect_outputs(wrk_cas_t *cas, const char *exec_root, const WRK_RE(Comm
 	o.small_max = wrk_cas_max_batch(cas) / 2;
 	if (o.small_max > SMALL_FILE_MAX)
 		o.small_max = SMALL_FILE_MAX;
-	if ((o.pending = calloc(PENDING_MAX, sizeof(*o.pending))) == NULL) {
-		err = REAP_E_NOMEM;
-		goto out;
-	}
 	if ((err = check_path("working_directory", wdp, eb)) != REAP_OK)
 		goto out;
 	root = open(exec_root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -495,11 +518,9 @@ int wrk_collect_outputs(wrk_cas_t *cas, const char *exec_root, const WRK_RE(Comm
 	if (err == REAP_OK)
 		err = flush(&o, eb);
 out:
-	if (o.pending != NULL) {
-		for (size_t i = 0; i < o.n_pending; i++)
-			free((void *)o.pending[i].data);
-		free(o.pending);
-	}
+	for (size_t i = 0; i < o.n_pending; i++)
+		free((void *)o.pending[i].data);
+	free(o.pending);
 	if (wd >= 0)
 		close(wd);
 	if (root >= 0)

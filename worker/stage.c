@@ -3,7 +3,8 @@
  * after the action that no staged input was tampered with.
  *
  * Staging runs in four steps, and nothing is written before the third:
- *   1. fetch: every Directory of the tree, by GetTree (few round trips),
+ *   1. fetch: every Directory of the tree, by GetTree (few round trips;
+ *      none for the empty root, which is the empty blob),
  *      each one keyed by the digest of its encoding so the server cannot
  *      substitute one; what GetTree did not deliver (a missing subtree, an
  *      error, a server without GetTree) is fetched one by one and must be
@@ -227,7 +228,10 @@ static int fetch_tree(stage_t *s, const reap_digest_t *root, reap_errbuf_t *eb)
 	bool added;
 	int err;
 
-	err = wrk_cas_get_tree(s->cas, root, tree_cb, s, &tb);
+	/* The empty Directory is the empty blob: nothing to ask the server for
+	 * (fetch_one makes it locally). */
+	err = reap_digest_is_empty(root) ? REAP_OK
+					 : wrk_cas_get_tree(s->cas, root, tree_cb, s, &tb);
 	if (err == REAP_E_NOMEM)
 		goto out;
 	if (err != REAP_OK) /* the walk below fetches what is missing, and tells */

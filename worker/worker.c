@@ -9,8 +9,9 @@
  * and the outputs, and report the ExecuteResponse with Complete. Then the
  * lease folder is removed (without following anything the action left).
  *
- * While an action runs, a renew thread keeps its lease alive (every third
- * of the lease TTL). The scheduler may answer that the operation was
+ * While an action runs, the slot's renew thread keeps its lease alive
+ * (every third of the lease TTL); the thread is started with the slot's
+ * first lease and kept, so a lease costs no thread creation. The scheduler may answer that the operation was
  * cancelled: the action is killed and completed with CANCELLED. When the
  * lease is lost (NOT_FOUND, or no successful renew for a whole TTL), the
  * action is killed and dropped without Complete: the scheduler has already
@@ -76,8 +77,7 @@ typedef struct lease_run {
 	slot_t *slot;
 	const Reap__V1__Lease *lease;
 	int64_t ttl_ms;
-	pthread_t renewer;
-	bool renewing;
+	bool renewing;         /* handed to the slot's renew thread */
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	bool done;             /* under mu: the renewer should stop */
@@ -248,9 +248,9 @@ static void missing_blob(outcome_t *o, const reap_digest_t *d)
 
 /* ---- lease renewal ---- */
 
-static void *renew_main(void *arg)
+/* Renew lr until its owner says done or the lease is lost (runs on the slot's renew thread). */
+static void renew_lease(lease_run_t *lr)
 {
-	lease_run_t *lr = arg;
 	wrk_daemon_t *d = lr->slot->d;
 	int64_t every = lr->ttl_ms / 3 > 50 ? lr->ttl_ms / 3 : 50, last_ok = wrk_mono_ms();
 	Reap__V1__RenewRequest req = REAP__V1__RENEW_REQUEST__INIT;
@@ -304,18 +304,62 @@ static void *renew_main(void *arg)
 			break;
 	}
 	pthread_mutex_unlock(&lr->mu);
+}
+
+/* The slot's renew thread: renews s->run whenever there is one, until the slot ends. */
+static void *renewer_main(void *arg)
+{
+	slot_t *s = arg;
+
+	pthread_mutex_lock(&s->rmu);
+	for (;;) {
+		while (s->run == NULL && !s->renewer_quit)
+			pthread_cond_wait(&s->rcv, &s->rmu);
+		if (s->run == NULL)
+			break;
+		lease_run_t *lr = s->run;
+		pthread_mutex_unlock(&s->rmu);
+		renew_lease(lr);
+		pthread_mutex_lock(&s->rmu);
+		s->run = NULL; /* the owner may free lr once it sees this */
+		pthread_cond_broadcast(&s->rcv);
+	}
+	pthread_mutex_unlock(&s->rmu);
 	return NULL;
 }
 
+/* Hand lr to the slot's renew thread (started on first use); false when there is none. */
+static bool renew_start(lease_run_t *lr)
+{
+	slot_t *s = lr->slot;
+
+	if (!s->renewer_started) {
+		if (pthread_create(&s->renewer, NULL, renewer_main, s) != 0)
+			return false;
+		s->renewer_started = true;
+	}
+	pthread_mutex_lock(&s->rmu);
+	s->run = lr;
+	pthread_cond_broadcast(&s->rcv);
+	pthread_mutex_unlock(&s->rmu);
+	return true;
+}
+
+/* Stop renewing lr and wait until the renew thread has let go of it. */
 static void renew_stop(lease_run_t *lr)
 {
+	slot_t *s = lr->slot;
+
 	if (!lr->renewing)
 		return;
 	pthread_mutex_lock(&lr->mu);
 	lr->done = true;
 	pthread_cond_signal(&lr->cv);
 	pthread_mutex_unlock(&lr->mu);
-	pthread_join(lr->renewer, NULL);
+	pthread_mutex_lock(&s->rmu);
+	while (s->run == lr)
+		pthread_cond_wait(&s->rcv, &s->rmu);
+	pthread_mutex_unlock(&s->rmu);
 	lr->renewing = false;
 }
 
@@ -358,12 +402,17 @@ static size_t max_batch(wrk_daemon_t *d, const char *instance)
 	return mb;
 }
 
-/* Fetch and decode a blob (Action, Command). NOT_FOUND sets the missing status. */
-static void *fetch(wrk_cas_t *cas, const WRK_RE(Digest) *pb, size_t max,
-		   const ProtobufCMessageDescriptor *desc, const char *what, outcome_t *o)
+/*
+ * Decode a blob (Action, Command): the copy the lease carries when it
+ * matches the digest, else fetched from the CAS (verified by the client).
+ * NOT_FOUND sets the missing status.
+ */
+static void *fetch(wrk_cas_t *cas, const WRK_RE(Digest) *pb, const ProtobufCBinaryData *inline_blob,
+		   size_t max, const ProtobufCMessageDescriptor *desc, const char *what,
+		   outcome_t *o)
 {
 	reap_errbuf_t eb = {{0}};
-	reap_digest_t dg;
+	reap_digest_t dg, got;
 	void *data = NULL;
 	size_t len = 0;
 	int err;
@@ -372,6 +421,19 @@ static void *fetch(wrk_cas_t *cas, const WRK_RE(Digest) *pb, size_t max,
 		set_error(o, err, &eb, what);
 		return NULL;
 	}
+	if (inline_blob != NULL && inline_blob->len > 0 && inline_blob->len <= max &&
+	    reap_digest_of(inline_blob->data, inline_blob->len, &got) == REAP_OK &&
+	    reap_digest_eq(&got, &dg)) {
+		ProtobufCMessage *m = protobuf_c_message_unpack(desc, NULL, inline_blob->len,
+								 inline_blob->data);
+		if (m == NULL)
+			set_status(o, GOOGLE__RPC__CODE__INVALID_ARGUMENT, "%s is not a valid message",
+				   what);
+		return m;
+	}
+	if (inline_blob != NULL && inline_blob->len > 0)
+		REAP_WARN("the lease's copy does not match its digest; fetching it", "what=\"%s\"",
+			  what);
 	if ((err = wrk_cas_get(cas, &dg, max, &data, &len, &eb)) == REAP_E_NOT_FOUND) {
 		missing_blob(o, &dg);
 		return NULL;
@@ -471,11 +533,11 @@ static void execute(lease_run_t *lr, wrk_cas_t *cas, outcome_t *o)
 	int err;
 
 	stamp(o, TS_FETCH0, 0);
-	action = fetch(cas, lr->lease->action_digest, MAX_ACTION_BYTES,
+	action = fetch(cas, lr->lease->action_digest, &lr->lease->action, MAX_ACTION_BYTES,
 		       &build__bazel__remote__execution__v2__action__descriptor, "the Action", o);
 	if (action == NULL)
 		goto out;
-	cmd = fetch(cas, action->command_digest, MAX_COMMAND_BYTES,
+	cmd = fetch(cas, action->command_digest, &lr->lease->command, MAX_COMMAND_BYTES,
 		    &build__bazel__remote__execution__v2__command__descriptor, "the Command", o);
 	if (cmd == NULL)
 		goto out;
@@ -620,12 +682,14 @@ static void run_lease(slot_t *s, const Reap__V1__Lease *lease)
 	snprintf(lr.root, sizeof(lr.root), "%s/root", lr.dir);
 	snprintf(lr.out_path, sizeof(lr.out_path), "%s/stdout", lr.dir);
 	snprintf(lr.err_path, sizeof(lr.err_path), "%s/stderr", lr.dir);
-	wrk_rm_tree(lr.dir); /* a leftover of the same name */
+	struct stat st;
+	if (lstat(lr.dir, &st) == 0 || errno != ENOENT)
+		wrk_rm_tree(lr.dir); /* a leftover of the same name */
 
 	lr.ttl_ms = lease->lease_ttl_ms > 0 ? lease->lease_ttl_ms : DEFAULT_TTL_MS;
 	pthread_mutex_init(&lr.mu, NULL);
 	pthread_cond_init(&lr.cv, NULL);
-	lr.renewing = pthread_create(&lr.renewer, NULL, renew_main, &lr) == 0;
+	lr.renewing = renew_start(&lr);
 	if (!lr.renewing)
 		REAP_WARN("cannot start the renew thread", "lease=%s", lease->lease_id);
 	REAP_INFO("action started", "lease=%s operation=%s instance=\"%s\"", lease->lease_id,
@@ -674,6 +738,8 @@ void *wrk_slot_main(void *arg)
 	req.platform = &d->offer;
 	req.toolchain = (char *)(d->cfg.toolchain != NULL ? d->cfg.toolchain : "");
 	req.wait_ms = POLL_WAIT_MS;
+	pthread_mutex_init(&s->rmu, NULL);
+	pthread_cond_init(&s->rcv, NULL);
 	while (!stopping(d)) {
 		Reap__V1__PollResponse *resp = NULL;
 		rpc_status_t st;
@@ -707,6 +773,16 @@ void *wrk_slot_main(void *arg)
 		if (resp != NULL)
 			protobuf_c_message_free_unpacked(&resp->base, NULL);
 	}
+	if (s->renewer_started) {
+		pthread_mutex_lock(&s->rmu);
+		s->renewer_quit = true;
+		pthread_cond_broadcast(&s->rcv);
+		pthread_mutex_unlock(&s->rmu);
+		pthread_join(s->renewer, NULL);
+		s->renewer_started = false;
+	}
+	pthread_cond_destroy(&s->rcv);
+	pthread_mutex_destroy(&s->rmu);
 	return NULL;
 }
 

@@ -100,6 +100,7 @@ typedef struct wrk_staged {
  * Stage the tree rooted at root into the empty folder dir. Every Directory
  * is validated first: names must be single path components, sorted and
  * unique; symlink targets must be relative and stay inside the root.
+ * The empty root (the empty blob) needs no call to the CAS.
  * Returns 0; REAP_E_PRECONDITION when blobs are missing (listed in
  * out->missing); REAP_E_INVALID for a hostile or malformed tree.
  */

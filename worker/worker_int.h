@@ -252,7 +252,7 @@ typedef struct collector {
 	wrk_cas_t *cas;
 	size_t small_max;
 	wrk_blob_t *pending; /* small files read, waiting for one batched upload (data owned) */
-	size_t n_pending, pending_bytes;
+	size_t n_pending, cap_pending, pending_bytes;
 	size_t entries;      /* entries walked in output directories */
 } wrk_collector_t;
 
@@ -375,6 +375,13 @@ typedef struct slot {
 	bool started;
 	bool cancel;   /* the running action's kill switch (atomic access) */
 	unsigned seed; /* backoff jitter */
+	/* the slot's renew thread (worker.c): started with the first lease, joined when the slot ends */
+	pthread_t renewer;
+	bool renewer_started;   /* touched by the slot thread only */
+	pthread_mutex_t rmu;    /* guards run and renewer_quit */
+	pthread_cond_t rcv;     /* run or renewer_quit changed */
+	struct lease_run *run;  /* the lease being renewed; NULL when idle */
+	bool renewer_quit;
 } slot_t;
 
 struct wrk_daemon {

@@ -260,6 +260,18 @@ Test(sched, run_cache_and_dedup)
 	cr_assert_not_null(l, "the worker gets the queued action");
 	cr_assert_str_eq(l->action_digest->hash, ahex);
 	cr_assert_not(l->allow_loopback_network, "the default policy allows no networking");
+	/* the Action and its Command travel with the lease (the worker checks them) */
+	char lhex[65];
+	cr_assert_gt(l->action.len, 0);
+	th_digest(l->action.data, l->action.len, lhex);
+	cr_assert_str_eq(lhex, ahex);
+	RE(Action) *la = build__bazel__remote__execution__v2__action__unpack(NULL, l->action.len,
+									    l->action.data);
+	cr_assert_not_null(la);
+	cr_assert_gt(l->command.len, 0);
+	th_digest(l->command.data, l->command.len, lhex);
+	cr_assert_str_eq(lhex, la->command_digest->hash);
+	protobuf_c_message_free_unpacked(&la->base, NULL);
 	cr_assert_eq(next_op(a, NULL, NULL), 3, "EXECUTING");
 	cr_assert_eq(next_op(b, NULL, NULL), 3);
 	/* only one lease for the merged action */

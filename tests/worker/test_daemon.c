@@ -217,6 +217,53 @@ Test(daemon, output_parent_created_and_exit_code)
 	protobuf_c_message_free_unpacked(&r->base, NULL);
 }
 
+/* An empty input root (no GetTree) and a Command too large to travel with the lease. */
+Test(daemon, empty_root_and_large_command)
+{
+	RE(Command) cmd = RE_INIT(COMMAND);
+	RE(Command__EnvironmentVariable) ev[2], *evp[2] = {&ev[0], &ev[1]};
+	RE(Action) act = RE_INIT(ACTION);
+	RE(Platform) pl = RE_INIT(PLATFORM);
+	RE(Platform__Property) pp = RE_INIT(PLATFORM__PROPERTY), *ppp = &pp;
+	char *args[] = {(char *)"sh", (char *)"-c", (char *)"echo ${#BIG}"};
+	static char big[40001];
+	static uint8_t buf[65536];
+	action_t a;
+	size_t n;
+
+	memset(big, 'x', sizeof(big) - 1);
+	for (int i = 0; i < 2; i++)
+		ev[i] = (RE(Command__EnvironmentVariable))RE_INIT(COMMAND__ENVIRONMENT_VARIABLE);
+	ev[0].name = (char *)"BIG";
+	ev[0].value = big;
+	ev[1].name = (char *)"PATH";
+	ev[1].value = (char *)"/usr/bin:/bin";
+	cmd.n_arguments = 3;
+	cmd.arguments = args;
+	cmd.n_environment_variables = 2;
+	cmd.environment_variables = evp;
+	n = build__bazel__remote__execution__v2__command__pack(&cmd, buf);
+	cr_assert_gt(n, 32768, "larger than what the scheduler sends with a lease");
+	put(buf, n, &a.cd, a.chex);
+	th_digest("", 0, a.rhex); /* the empty Directory: the empty blob, always there */
+	a.rd = (RE(Digest))RE_INIT(DIGEST);
+	a.rd.hash = a.rhex;
+	act.command_digest = &a.cd;
+	act.input_root_digest = &a.rd;
+	pp.name = (char *)"OSFamily";
+	pp.value = (char *)"Linux";
+	pl.n_properties = 1;
+	pl.properties = &ppp;
+	act.platform = &pl;
+	n = build__bazel__remote__execution__v2__action__pack(&act, buf);
+	put(buf, n, &a.ad, a.ahex);
+	RE(ExecuteResponse) *r = execute(&a);
+	cr_assert_eq(code_of(r), 0, "%s", r->status ? r->status->message : "");
+	cr_assert_eq(r->result->exit_code, 0);
+	expect_blob(r->result->stdout_digest, "40000\n");
+	protobuf_c_message_free_unpacked(&r->base, NULL);
+}
+
 Test(daemon, missing_input_is_precondition_failure)
 {
 	action_t a;
