@@ -16,9 +16,11 @@
  *      every symlink target: relative, and, resolved lexically from the
  *      symlink's own folder, never above the root. Bounds: 1M entries,
  *      depth 256, paths within PATH_MAX;
- *   3. missing: file blobs neither in the local cache nor in the CAS are
- *      listed with the missing Directory messages, and staging stops with
- *      REAP_E_PRECONDITION before creating anything;
+ *   3. missing: file blobs the action's instance cannot read in the CAS
+ *      (one FindMissingBlobs for every file, cached ones included: a
+ *      cached copy may be another tenant's) are listed with the missing
+ *      Directory messages, and staging stops with REAP_E_PRECONDITION
+ *      before creating anything;
  *   4. create: folders (0755), then files hardlinked from the cache by a
  *      few threads (downloads overlap), then symlinks, so no path created
  *      later ever goes through a symlink. Each staged file's ctime is read
@@ -461,7 +463,12 @@ static int find_missing_files(stage_t *s, reap_errbuf_t *eb)
 		const plan_file_t *f = &s->files[i];
 		wrk_dmap_slot_t *slot;
 		bool added;
-		if (reap_digest_is_empty(&f->d) || wrk_cache_has(s->cache, &f->d, f->exec))
+		/*
+		 * Cached files are asked about too: a copy here proves only that
+		 * some tenant had the bytes, and this instance may not read them
+		 * (tenant-scoped CAS). One FindMissingBlobs per action.
+		 */
+		if (reap_digest_is_empty(&f->d))
 			continue;
 		if ((err = wrk_dmap_put(&seen, &f->d, &slot, &added)) != REAP_OK)
 			goto out;

@@ -518,6 +518,70 @@ Test(stage, missing_subtree_and_files)
 	wrk_staged_destroy(&s);
 }
 
+/* ---- tenants ---- */
+
+static reap_digest_t pack_in(const char *instance, tdir_t *d)
+{
+	size_t len = protobuf_c_message_get_packed_size(&d->dir.base);
+	uint8_t *buf = malloc(len + 1);
+	reap_digest_t x;
+	protobuf_c_message_pack(&d->dir.base, buf);
+	cr_assert_eq(reap_digest_of(buf, len, &x), 0);
+	cr_assert_eq(th_batch_put(&t, instance, buf, len), 0);
+	free(buf);
+	return x;
+}
+
+/*
+ * A file in the worker's cache because one tenant's action used it is not
+ * proof that another tenant has it: staging for the second one asks its
+ * instance, gets "missing", and links nothing.
+ */
+Test(stage, cached_file_of_another_tenant_is_missing)
+{
+	const char secret[] = "tenant a's secret";
+	tdir_t ra, rb;
+	wrk_staged_t s;
+	reap_errbuf_t eb = {{0}};
+	reap_digest_t f;
+	cr_assert_eq(reap_digest_of(secret, strlen(secret), &f), 0);
+	cr_assert_eq(th_batch_put(&t, "team/a", secret, strlen(secret)), 0);
+	wrk_cas_t *cas_a = wrk_cas_new(t.ch, "team/a", cas_service_max_batch(t.cas));
+	wrk_cas_t *cas_b = wrk_cas_new(t.ch, "team/b", cas_service_max_batch(t.cas));
+	cr_assert(cas_a != NULL && cas_b != NULL);
+
+	td_init(&ra);
+	td_file(&ra, "in", f, false);
+	reap_digest_t da = pack_in("team/a", &ra);
+	cr_assert_eq(mkdir(path_in(work, "a"), 0755), 0);
+	cr_assert_eq(wrk_stage(cache, cas_a, &da, path_in(work, "a"), &s, &eb), 0, "%s", eb.msg);
+	cr_assert(wrk_cache_has(cache, &f, false));
+	wrk_staged_destroy(&s);
+
+	/* tenant b names the digest in a tree of its own */
+	td_init(&rb);
+	td_file(&rb, "stolen", f, false);
+	reap_digest_t db = pack_in("team/b", &rb);
+	cr_assert_eq(mkdir(path_in(work, "b"), 0755), 0);
+	cr_assert_eq(wrk_stage(cache, cas_b, &db, path_in(work, "b"), &s, &eb),
+		     REAP_E_PRECONDITION, "%s", eb.msg);
+	cr_assert_eq(s.n_missing, 1);
+	cr_assert(missing_has(&s, &f));
+	cr_assert_eq(count_entries(path_in(work, "b")), 0);
+	wrk_staged_destroy(&s);
+
+	/* once b uploads it (proving it has the bytes), the cached copy serves it */
+	cr_assert_eq(th_batch_put(&t, "team/b", secret, strlen(secret)), 0);
+	size_t before = wrk_cas_downloads(cas_b);
+	cr_assert_eq(mkdir(path_in(work, "b2"), 0755), 0);
+	cr_assert_eq(wrk_stage(cache, cas_b, &db, path_in(work, "b2"), &s, &eb), 0, "%s", eb.msg);
+	cr_assert_eq(wrk_cas_downloads(cas_b), before);
+	assert_content(path_in(work, "b2/stolen"), secret);
+	wrk_staged_destroy(&s);
+	wrk_cas_free(cas_a);
+	wrk_cas_free(cas_b);
+}
+
 /* ---- tampering ---- */
 
 Test(stage, tamper_detected_and_cache_refetched)
