@@ -398,6 +398,7 @@ static void rpc_call_deliver(rpc_call_t *c, rpc_cb_t cb)
 {
 	const rpc_method_t *m = c->reg->m;
 	ProtobufCMessage *req = NULL;
+	rpc_arena_t *arena = NULL; /* holds req when set */
 
 	if (cb == RPC_CB_REQUEST || cb == RPC_CB_MESSAGE) {
 		if (c->recv_buf == NULL) {
@@ -413,10 +414,19 @@ static void rpc_call_deliver(rpc_call_t *c, rpc_cb_t cb)
 			}
 			goto issued;
 		}
-		req = rpc_unpack(m->request, c->recv_buf);
+		arena = rpc_thread_arena();
+		if (arena != NULL && c->recv_buf->type == GRPC_BB_RAW &&
+		    c->recv_buf->data.raw.compression == GRPC_COMPRESS_NONE) {
+			req = rpc_unpack_arena(m->request, c->recv_buf, arena);
+		} else {
+			arena = NULL;
+			req = rpc_unpack(m->request, c->recv_buf);
+		}
 		grpc_byte_buffer_destroy(c->recv_buf);
 		c->recv_buf = NULL;
 		if (req == NULL) {
+			if (arena != NULL)
+				rpc_arena_reset(arena);
 			REAP_DEBUG("rpc malformed request", "path=\"%s\" peer=%s", m->path,
 				   c->peer ? c->peer : "");
 			rpc_call_abort(c, GRPC_STATUS_INVALID_ARGUMENT, "malformed request message");
@@ -448,7 +458,9 @@ static void rpc_call_deliver(rpc_call_t *c, rpc_cb_t cb)
 		break;
 	}
 	c->in_cb = false;
-	if (req != NULL)
+	if (arena != NULL)
+		rpc_arena_reset(arena); /* frees req */
+	else if (req != NULL)
 		protobuf_c_message_free_unpacked(req, NULL);
 issued:
 	if (!c->issued) {

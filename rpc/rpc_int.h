@@ -133,6 +133,36 @@ grpc_byte_buffer *rpc_pack_raw(const void *data, size_t len);
 /* Decode bb with desc; NULL when malformed. Free with protobuf_c_message_free_unpacked. */
 ProtobufCMessage *rpc_unpack(const ProtobufCMessageDescriptor *desc, grpc_byte_buffer *bb);
 
+/*
+ * Per-thread decoding memory for server requests (see codec.c): one warm
+ * chunk of at most 16 MiB kept between messages. One message at a time.
+ */
+typedef struct rpc_arena rpc_arena_t;
+
+/** A new, empty arena; NULL when out of memory. */
+rpc_arena_t *rpc_arena_new(void);
+
+/** Free a (reset) arena and its memory. NULL is a no-op. */
+void rpc_arena_free(rpc_arena_t *a);
+
+/**
+ * Decode uncompressed bb with desc into a's memory (never malloc'd per
+ * field); the message lives until rpc_arena_reset(a), which must follow
+ * every call, also when this returns NULL (malformed, out of memory, or a
+ * compressed buffer: use rpc_unpack then). Never free the message itself.
+ */
+ProtobufCMessage *rpc_unpack_arena(const ProtobufCMessageDescriptor *desc, grpc_byte_buffer *bb,
+				   rpc_arena_t *a);
+
+/** Drop the message decoded into a, keeping one chunk the size it needed (bounded). */
+void rpc_arena_reset(rpc_arena_t *a);
+
+/** The calling thread's idle arena (set by the server's queue threads), or NULL. */
+rpc_arena_t *rpc_thread_arena(void);
+
+/** Make a (or NULL) the calling thread's arena; the thread frees it. */
+void rpc_thread_arena_set(rpc_arena_t *a);
+
 /* ---- status.c ---- */
 
 /* The status message slice for err/msg: msg, or reap_strerror(err), bounded. */

@@ -75,7 +75,9 @@ void rpc_server_call_end(rpc_server_t *s)
 static void *rpc_server_thread(void *arg)
 {
 	rpc_cq_t *q = arg;
+	rpc_arena_t *arena = rpc_arena_new(); /* NULL: requests are malloc'd instead */
 
+	rpc_thread_arena_set(arena);
 	for (;;) {
 		grpc_event ev = grpc_completion_queue_next(q->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC),
 							   NULL);
@@ -94,6 +96,8 @@ static void *rpc_server_thread(void *arg)
 		}
 		rpc_call_event(tag, ev.success != 0);
 	}
+	rpc_thread_arena_set(NULL);
+	rpc_arena_free(arena);
 	return NULL;
 }
 
