@@ -15,8 +15,13 @@
  *  - stored: the touch {lru, meta} when due and the grant when it is not
  *    there with the current hint, as commit_existing (the grant is written
  *    under the lock after the record was read, so it cannot outlive it).
- * Sorted keys also make the memtable inserts cheap: each skip list resumes
- * from the previous insert instead of searching from its head.
+ * Sorted keys also make the memtable inserts cheap: the meta, data and lru
+ * memtables insert with a hint (store.c), so each skip list resumes from
+ * the previous insert instead of searching from its head.
+ *
+ * The scratch of a call (and its write batch, which grows to the size of
+ * a group's blobs) is kept in a small pool in the store for the next call:
+ * a fresh batch regrew by doubling and faulted in new pages every group.
  *
  * Blobs too large to be inline (or empty) take cas_store_put one by one.
  */
@@ -29,6 +34,7 @@
 #include "common/log.h"
 
 #define GROUP_MAX 512 /* blobs per write batch (and per set of stripe locks held) */
+#define BATCH_KEEP ((size_t)4 << 20) /* a write batch that grew past this is not reused */
 
 typedef struct put_ent {
 	uint8_t key[REAP_DIGEST_KEY_LEN];
@@ -47,7 +53,9 @@ typedef struct put_work {
 	int8_t state[GROUP_MAX];   /* per distinct key: ST_* */
 	size_t vis_of[GROUP_MAX];  /* distinct key -> its slot in the grant MultiGet */
 	size_t nv;                 /* grant values held in vals */
-	uint8_t *vkeys;            /* GROUP_MAX grant keys of vlen bytes */
+	rocksdb_writebatch_t *b;   /* cleared after each group; keeps its capacity */
+	size_t b_peak;             /* largest size b reached (its capacity, roughly) */
+	uint8_t vkeys[GROUP_MAX * CAS_VIS_KEY_MAX]; /* grant keys of the group */
 } put_work_t;
 
 enum { ST_NEW, ST_STORED, ST_ERR };
@@ -199,6 +207,56 @@ static uint64_t grant_hint(const put_work_t *w, size_t j, bool *exists)
 	return len == 8 ? cas_st_get_be64((const uint8_t *)v) : 0;
 }
 
+static void work_free(put_work_t *w)
+{
+	if (w == NULL)
+		return;
+	if (w->b != NULL)
+		rocksdb_writebatch_destroy(w->b);
+	free(w);
+}
+
+/*
+ * Scratch for one call: an idle one from the store's pool, or a new one.
+ * Reusing it keeps its write batch's buffer, which otherwise regrows (and
+ * faults in fresh pages) for every group. NULL when out of memory.
+ */
+static put_work_t *work_get(cas_store_t *st)
+{
+	put_work_t *w;
+
+	for (size_t i = 0; i < CAS_WORK_POOL; i++) {
+		w = atomic_exchange(&st->work_pool[i], NULL);
+		if (w != NULL)
+			return w;
+	}
+	w = malloc(sizeof(*w));
+	if (w == NULL)
+		return NULL;
+	w->b_peak = 0;
+	w->b = rocksdb_writebatch_create();
+	if (w->b == NULL) {
+		free(w);
+		return NULL;
+	}
+	return w;
+}
+
+/* Give w back to the pool (or free it when the pool is full or its batch grew large). */
+static void work_put(cas_store_t *st, put_work_t *w)
+{
+	if (w == NULL)
+		return;
+	if (w->b_peak <= BATCH_KEEP) {
+		for (size_t i = 0; i < CAS_WORK_POOL; i++) {
+			void *expect = NULL;
+			if (atomic_compare_exchange_strong(&st->work_pool[i], &expect, (void *)w))
+				return;
+		}
+	}
+	work_free(w);
+}
+
 /*
  * Commit sorted, verified entries e[0..n) (inline-sized, duplicates
  * adjacent) in one batch under their stripe locks; sets each item's rc.
@@ -207,10 +265,10 @@ static uint64_t grant_hint(const put_work_t *w, size_t j, bool *exists)
 static size_t commit_group(cas_store_t *st, const char *scope, size_t slen, put_work_t *w,
 			   cas_put_item_t *items, const put_ent_t *e, size_t n)
 {
-	rocksdb_writebatch_t *b = rocksdb_writebatch_create();
+	rocksdb_writebatch_t *b = w->b;
 	reap_errbuf_t geb = {{0}};
 	uint64_t now, bytes = 0, added = 0;
-	size_t nu = 0;
+	size_t nu = 0, size = 0;
 	char *err = NULL;
 	int rc;
 
@@ -263,7 +321,10 @@ static size_t commit_group(cas_store_t *st, const char *scope, size_t slen, put_
 out:
 	release(w, w->nv);
 	stripes(st, e, n, false);
-	rocksdb_writebatch_destroy(b);
+	(void)rocksdb_writebatch_data(b, &size);
+	if (size > w->b_peak)
+		w->b_peak = size;
+	rocksdb_writebatch_clear(b);
 	for (size_t j = 0; j < n; j++) {
 		int r = rc != REAP_OK			      ? rc
 			: w->state[w->of_ent[j]] == ST_ERR ? REAP_E_IO
@@ -286,14 +347,10 @@ int cas_store_put_many(cas_store_t *st, const char *scope, cas_put_item_t *items
 						"scope is longer than %d bytes", CAS_INSTANCE_MAX);
 		return REAP_E_INVALID;
 	}
-	w = malloc(sizeof(*w));
+	w = work_get(st);
 	ents = malloc((n > 0 ? n : 1) * sizeof(*ents));
-	if (w == NULL || ents == NULL ||
-	    (w->vkeys = malloc(GROUP_MAX * (REAP_DIGEST_KEY_LEN + slen))) == NULL) {
-		if (w != NULL)
-			w->vkeys = NULL;
+	if (w == NULL || ents == NULL)
 		goto nomem;
-	}
 
 	/* Verify everything first, outside every lock; others go one by one. */
 	for (size_t i = 0; i < n; i++) {
@@ -323,19 +380,22 @@ int cas_store_put_many(cas_store_t *st, const char *scope, cas_put_item_t *items
 	for (size_t j = 0; j < ne; j += GROUP_MAX)
 		added += commit_group(st, scope, slen, w, items, ents + j,
 				      ne - j < GROUP_MAX ? ne - j : GROUP_MAX);
-	free(w->vkeys);
-	free(w);
+	work_put(st, w);
 	free(ents);
 	if (added > 0)
 		cas_st_maybe_evict(st);
 	return REAP_OK;
 
 nomem:
-	if (w != NULL)
-		free(w->vkeys);
-	free(w);
+	work_put(st, w);
 	free(ents);
 	for (size_t i = 0; i < n; i++)
 		items[i].rc = reap_errf(items[i].eb, REAP_E_NOMEM, "out of memory");
 	return REAP_E_NOMEM;
+}
+
+void cas_st_batch_cleanup(cas_store_t *st)
+{
+	for (size_t i = 0; i < CAS_WORK_POOL; i++)
+		work_free(atomic_exchange(&st->work_pool[i], NULL));
 }

@@ -37,6 +37,7 @@
 #define CAS_VIS_KEY_MAX (REAP_DIGEST_KEY_LEN + CAS_INSTANCE_MAX)
 #define CAS_DEFAULT_INLINE_MAX ((size_t)1 << 20)
 #define CAS_DEFAULT_TOUCH_S 60
+#define CAS_WORK_POOL 4 /* idle cas_store_put_many scratch kept for reuse */
 
 enum { CAS_KIND_INLINE = 0, CAS_KIND_FILE = 1 };
 
@@ -74,6 +75,9 @@ struct cas_store {
 	_Atomic uint64_t blobs;
 	_Atomic uint64_t evictions;
 	_Atomic uint64_t ac_written;
+
+	/* store_batch.c: idle scratch (and write batches) of cas_store_put_many */
+	_Atomic(void *) work_pool[CAS_WORK_POOL];
 
 	cas_clock_fn clock; /* NULL = CLOCK_REALTIME */
 	void *clock_arg;
@@ -181,6 +185,11 @@ int cas_st_vis_drop(cas_store_t *st, rocksdb_writebatch_t *b,
 
 /** Recovery: delete grants whose blob has no meta record. */
 int cas_st_vis_recover(cas_store_t *st, reap_errbuf_t *eb);
+
+/* --- store_batch.c --- */
+
+/** Free the idle scratch of cas_store_put_many (on close). */
+void cas_st_batch_cleanup(cas_store_t *st);
 
 /* --- test hooks --- */
 
