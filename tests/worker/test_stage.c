@@ -129,15 +129,23 @@ static void td_link(tdir_t *d, const char *name, const char *target)
 }
 
 /* Digest of the packed Directory; uploaded when put. */
-static reap_digest_t td_pack(tdir_t *d, bool put)
+/* Pack d; upload it to instance unless that is NULL. */
+static reap_digest_t pack_in(const char *instance, tdir_t *d)
 {
 	size_t len = protobuf_c_message_get_packed_size(&d->dir.base);
 	uint8_t *buf = malloc(len + 1);
 	reap_digest_t x;
 	protobuf_c_message_pack(&d->dir.base, buf);
-	x = put ? put_blob(buf, len) : (reap_digest_of(buf, len, &x), x);
+	cr_assert_eq(reap_digest_of(buf, len, &x), 0);
+	if (instance != NULL)
+		cr_assert_eq(th_batch_put(&t, instance, buf, len), 0);
 	free(buf);
 	return x;
+}
+
+static reap_digest_t td_pack(tdir_t *d, bool put)
+{
+	return pack_in(put ? "" : NULL, d);
 }
 
 /* ---- checks ---- */
@@ -519,18 +527,6 @@ Test(stage, missing_subtree_and_files)
 }
 
 /* ---- tenants ---- */
-
-static reap_digest_t pack_in(const char *instance, tdir_t *d)
-{
-	size_t len = protobuf_c_message_get_packed_size(&d->dir.base);
-	uint8_t *buf = malloc(len + 1);
-	reap_digest_t x;
-	protobuf_c_message_pack(&d->dir.base, buf);
-	cr_assert_eq(reap_digest_of(buf, len, &x), 0);
-	cr_assert_eq(th_batch_put(&t, instance, buf, len), 0);
-	free(buf);
-	return x;
-}
 
 /*
  * A file in the worker's cache because one tenant's action used it is not
