@@ -137,14 +137,5 @@ int wrk_seccomp_fd(reap_errbuf_t *eb)
 	pthread_once(&filter.once, compile);
 	if (filter.prog == NULL)
 		return reap_errf(eb, filter.err ? filter.err : REAP_E_INTERNAL, "%s", filter.msg);
-	int fd = memfd_create("reap-seccomp", MFD_CLOEXEC);
-	if (fd < 0)
-		return reap_errf(eb, REAP_E_IO, "memfd_create: %s", strerror(errno));
-	if (write(fd, filter.prog, filter.len) != (ssize_t)filter.len ||
-	    lseek(fd, 0, SEEK_SET) != 0) {
-		int e = errno;
-		close(fd);
-		return reap_errf(eb, REAP_E_IO, "writing the seccomp filter: %s", strerror(e));
-	}
-	return fd;
+	return wrk_sb_memfd("reap-seccomp", filter.prog, filter.len, eb);
 }

@@ -178,6 +178,28 @@ pid_t wrk_sb_spawn(const wrk_spawn_plan_t *p, int *perr, int *stage)
 	return pid;
 }
 
+int wrk_sb_memfd(const char *name, const void *data, size_t len, reap_errbuf_t *eb)
+{
+	int fd = memfd_create(name, MFD_CLOEXEC);
+	if (fd < 0)
+		return reap_errf(eb, REAP_E_IO, "memfd_create: %s", strerror(errno));
+	for (size_t off = 0; off < len;) {
+		ssize_t w = write(fd, (const char *)data + off, len - off);
+		if (w <= 0) {
+			int e = w < 0 ? errno : EIO;
+			close(fd);
+			return reap_errf(eb, REAP_E_IO, "writing %s: %s", name, strerror(e));
+		}
+		off += (size_t)w;
+	}
+	if (lseek(fd, 0, SEEK_SET) != 0) {
+		int e = errno;
+		close(fd);
+		return reap_errf(eb, REAP_E_IO, "rewinding %s: %s", name, strerror(e));
+	}
+	return fd;
+}
+
 int wrk_sb_resolve(const char *name, char *out, size_t cap)
 {
 	const char *path = getenv("PATH");

@@ -310,7 +310,8 @@ int64_t wrk_tree_usage(const char *exec_root, bool chown_dirs, uid_t uid, gid_t 
 /* Descriptors of the spawned bwrap, and where a root worker shows it the exec root. */
 #define WRK_SB_INFO_FD 3                /* bwrap --info-fd */
 #define WRK_SB_SECCOMP_FD 4             /* bwrap --seccomp */
-#define WRK_SB_FIRST_FREE_FD 5          /* descriptors from here on are closed at exec */
+#define WRK_SB_SHIM_FD 5                /* bwrap --ro-bind-data: the envshim executable */
+#define WRK_SB_FIRST_FREE_FD 6          /* descriptors from here on are closed at exec */
 #define WRK_SB_STAGE_MNT "/tmp"         /* the child's private tmpfs (its own mount namespace) */
 #define WRK_SB_STAGE_DIR "/tmp/build"   /* the exec root, bound for an unprivileged bwrap */
 
@@ -318,7 +319,7 @@ int64_t wrk_tree_usage(const char *exec_root, bool chown_dirs, uid_t uid, gid_t 
 typedef struct wrk_spawn_plan {
 	const char *path;          /* bwrap, resolved */
 	char *const *argv;
-	int fds[WRK_SB_FIRST_FREE_FD];    /* become 0..4: stdin, stdout, stderr, info, seccomp */
+	int fds[WRK_SB_FIRST_FREE_FD];    /* become 0..5: stdin, stdout, stderr, info, seccomp, shim */
 	bool drop;                 /* root: private mount of the exec root, then become uid:gid */
 	bool empty_netns;          /* with drop: also a new network namespace, lo left down */
 	const char *exec_root;
@@ -330,6 +331,9 @@ typedef struct wrk_spawn_plan {
 /* Fork and exec the plan: the pid, or -1 with *perr (errno) and *stage (an index of what failed:
  * 0 private mount, 1 identity, 2 rlimits, 3 exec). */
 pid_t wrk_sb_spawn(const wrk_spawn_plan_t *p, int *perr, int *stage);
+
+/* A fresh memfd (close-on-exec, offset 0) holding len bytes of data, for bwrap to read; or an error. */
+int wrk_sb_memfd(const char *name, const void *data, size_t len, reap_errbuf_t *eb);
 
 /* bwrap as a path: name when it holds a '/', else looked up in the worker's PATH; 0 or errno. */
 int wrk_sb_resolve(const char *name, char *out, size_t cap);

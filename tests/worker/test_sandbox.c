@@ -170,6 +170,79 @@ Test(sandbox, path_lookup_uses_the_commands_path)
 	cr_assert_eq(res.exit_code, 127, "exit %d", res.exit_code);
 }
 
+/* A file of the exec root with mode and content (for the shim's exec rules). */
+static void put(const char *name, mode_t mode, const char *content)
+{
+	char p[400];
+	snprintf(p, sizeof(p), "%s/%s", root, name);
+	FILE *f = fopen(p, "w");
+	cr_assert_not_null(f, "%s", p);
+	fputs(content, f);
+	fclose(f);
+	cr_assert_eq(chmod(p, mode), 0);
+}
+
+/*
+ * The environment stays exact whatever argv[0] looks like: /usr/bin/env took
+ * a name with '=' for an assignment, so such commands used to run without
+ * the shim and saw bwrap's PWD.
+ */
+Test(sandbox, exact_environment_for_any_program_name)
+{
+	char link[400];
+	snprintf(link, sizeof(link), "%s/a=b", root);
+	cr_assert_eq(symlink("/usr/bin/env", link), 0); /* not a shell: those export PWD */
+	const char *env[] = {"PATH=/usr/bin", NULL};
+	const char *argv[] = {"./a=b", NULL};
+	wrk_run_result_t res;
+	cr_assert_eq(run("", env, argv, 30000, NULL, &res), REAP_OK);
+	cr_assert_eq(res.exit_code, 0, "stderr: %s", slurp(err_path));
+	cr_assert_str_eq(slurp(out_path), "PATH=/usr/bin\n");
+}
+
+/* execvp's rules: a file without an interpreter line runs in /bin/sh; PATH's order holds. */
+Test(sandbox, script_without_interpreter_line_runs_in_sh)
+{
+	put("job", 0755, "echo ran \"$1\" in \"$(pwd)\"\n");
+	const char *argv[] = {"./job", "x y", NULL};
+	wrk_run_result_t res;
+	cr_assert_eq(run("", std_env, argv, 30000, NULL, &res), REAP_OK);
+	cr_assert_eq(res.exit_code, 0, "stderr: %s", slurp(err_path));
+	cr_assert_str_eq(slurp(out_path), "ran x y in /build\n");
+
+	cr_assert_eq(mkdir(strcat(strcpy((char[400]){0}, root), "/bin1"), 0755), 0);
+	put("bin1/hello", 0755, "#!/bin/sh\necho first\n");
+	const char *env[] = {"PATH=/build/bin1:/usr/bin", NULL};
+	const char *argv2[] = {"hello", NULL};
+	cr_assert_eq(run("", env, argv2, 30000, NULL, &res), REAP_OK);
+	cr_assert_str_eq(slurp(out_path), "first\n");
+}
+
+/* As env(1): 127 when nothing is found, 126 when it is found but cannot run. */
+Test(sandbox, cannot_run_exit_codes)
+{
+	put("plain", 0644, "echo never\n");
+	const char *argv[] = {"./plain", NULL};
+	wrk_run_result_t res;
+	cr_assert_eq(run("", std_env, argv, 30000, NULL, &res), REAP_OK);
+	cr_assert_eq(res.exit_code, 126, "exit %d", res.exit_code);
+	cr_assert_not_null(strstr(slurp(err_path), "Permission denied"), "%s", slurp(err_path));
+	const char *argv2[] = {"./absent", NULL};
+	cr_assert_eq(run("", std_env, argv2, 30000, NULL, &res), REAP_OK);
+	cr_assert_eq(res.exit_code, 127, "exit %d", res.exit_code);
+	cr_assert_not_null(strstr(slurp(err_path), "No such file"), "%s", slurp(err_path));
+}
+
+/* The shim (a fresh copy in every sandbox) is read-only to the action. */
+Test(sandbox, shim_is_read_only)
+{
+	cr_assert_str_eq(sh_ok("stat -c '%a' /.reap/env; "
+			       "if echo x 2>/dev/null > /.reap/env; then echo wrote; fi; "
+			       "if rm -f /.reap/env 2>/dev/null; then echo removed; fi; "
+			       "if chmod 777 /.reap/env 2>/dev/null; then echo chmodded; fi"),
+			 "555\n");
+}
+
 Test(sandbox, working_directory)
 {
 	const char *argv[] = {"sh", "-c", "pwd; echo made > here.txt", NULL};
