@@ -360,7 +360,7 @@ static int pidfd_open_(pid_t pid)
 	return (int)syscall(SYS_pidfd_open, pid, 0);
 }
 
-/* Move fd to >= FIRST_FREE_FD (so the dup2s onto 0..4 in the child never collide), close-on-exec. */
+/* Move fd to >= FIRST_FREE_FD (the child's dup2s onto 0..5 never collide), close-on-exec. */
 static int high_fd(int fd)
 {
 	if (fd < 0 || fd >= FIRST_FREE_FD)
@@ -553,7 +553,8 @@ int wrk_sandbox_run(const wrk_sandbox_config_t *cfg, const char *exec_root,
 	argv_buf_t a = {0};
 	running_t r = {.pid = -1, .pidfd = -1, .info = -1, .inner = -1};
 	wrk_spawn_plan_t plan = {0};
-	int in = -1, fo = -1, fe = -1, sfd = -1, shfd = -1, pipefd[2] = {-1, -1}, status = 0, perr, stage, err;
+	int in = -1, fo = -1, fe = -1, sfd = -1, shfd = -1, pipefd[2] = {-1, -1}, status = 0;
+	int perr, stage, err;
 	const int oflags = O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC;
 	char bwrap[MAX_WD];
 	int64_t disk_base = 0;

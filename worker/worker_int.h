@@ -332,7 +332,7 @@ typedef struct wrk_spawn_plan {
  * 0 private mount, 1 identity, 2 rlimits, 3 exec). */
 pid_t wrk_sb_spawn(const wrk_spawn_plan_t *p, int *perr, int *stage);
 
-/* A fresh memfd (close-on-exec, offset 0) holding len bytes of data, for bwrap to read; or an error. */
+/* A fresh memfd (close-on-exec, offset 0) holding len bytes of data for bwrap; or an error. */
 int wrk_sb_memfd(const char *name, const void *data, size_t len, reap_errbuf_t *eb);
 
 /* bwrap as a path: name when it holds a '/', else looked up in the worker's PATH; 0 or errno. */
