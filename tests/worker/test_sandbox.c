@@ -210,7 +210,9 @@ Test(sandbox, script_without_interpreter_line_runs_in_sh)
 	cr_assert_eq(res.exit_code, 0, "stderr: %s", slurp(err_path));
 	cr_assert_str_eq(slurp(out_path), "ran x y in /build\n");
 
-	cr_assert_eq(mkdir(strcat(strcpy((char[400]){0}, root), "/bin1"), 0755), 0);
+	char dir[400];
+	snprintf(dir, sizeof(dir), "%s/bin1", root);
+	cr_assert_eq(mkdir(dir, 0755), 0);
 	put("bin1/hello", 0755, "#!/bin/sh\necho first\n");
 	const char *env[] = {"PATH=/build/bin1:/usr/bin", NULL};
 	const char *argv2[] = {"hello", NULL};

@@ -67,10 +67,8 @@ static long sys3(int which, long a, long b, long c)
 #define E_TIMEDOUT 110
 #define E_HOSTDOWN 112
 #define E_STALE 116
-#endif
 
-#if defined(ENVSHIM_HOSTED)
-#elif defined(__x86_64__)
+#if defined(__x86_64__)
 static long sys3(int which, long a, long b, long c)
 {
 	static const long nr[] = {231, 1, 59};
@@ -111,6 +109,7 @@ __asm__(".text\n"
 #else
 #error "envshim: build with -DENVSHIM_HOSTED on this architecture"
 #endif
+#endif /* ENVSHIM_HOSTED */
 
 static size_t_ slen(const char *s)
 {
@@ -163,11 +162,9 @@ static const char *reason(long err)
 	}
 }
 
-static __attribute__((noreturn)) void fail(const char *what, const char *name, long err)
+static __attribute__((noreturn)) void fail(const char *name, long err)
 {
-	say("reap: ");
-	say(what);
-	say(" '");
+	say("reap: cannot run '");
 	say(name);
 	say("': ");
 	say(reason(err));
@@ -228,10 +225,10 @@ static __attribute__((noreturn)) void shim(long argc, char **argv, char **envp)
 	argv += 2;
 	const char *file = argv[0];
 	if (file[0] == '\0')
-		fail("cannot run", file, E_NOENT);
+		fail(file, E_NOENT);
 	for (const char *c = file; *c != '\0'; c++)
 		if (*c == '/')
-			fail("cannot run", file, -run(file, argv, envp));
+			fail(file, -run(file, argv, envp));
 
 	size_t_ flen = slen(file);
 	for (const char *p = search;;) {
@@ -264,13 +261,13 @@ static __attribute__((noreturn)) void shim(long argc, char **argv, char **envp)
 		case E_STALE:
 			break;
 		default:
-			fail("cannot run", file, err);
+			fail(file, err);
 		}
 		if (*end == '\0')
 			break;
 		p = end + 1;
 	}
-	fail("cannot run", file, first != 0 ? first : E_NOENT);
+	fail(file, first != 0 ? first : E_NOENT);
 }
 
 #if defined(ENVSHIM_HOSTED)
