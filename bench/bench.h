@@ -157,6 +157,11 @@ typedef struct bench_ctx {
 	int n_blobs;
 	bool blobs_written;
 	uint64_t rng_state;     /* main-thread generator; workers derive their own */
+	/* The channel of GetCapabilities, kept for the whole run: gRPC shares one
+	 * connection between channels to the same target, and this one keeps it
+	 * open, so each scenario's channels reuse a connection whose flow-control
+	 * window has grown instead of starting a new one cold. */
+	rpc_channel_t *keep;
 } bench_ctx_t;
 
 /* ---- util.c ---- */

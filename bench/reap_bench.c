@@ -437,16 +437,19 @@ int main(int argc, char **argv)
 		bench_server_stop();
 		return 1;
 	}
-	if (strcmp(scen, "all") == 0) {
+	{
 		char err[256];
 		if (bench_capabilities(&c, err, sizeof(err)) != 0)
 			fprintf(stderr, "reap-bench: %s\n", err);
+	}
+	if (strcmp(scen, "all") == 0) {
 		for (size_t i = 0; i < N_SCEN; i++)
 			rc |= run_one(&c, scenarios[i].fn, &rs[n_run++]);
 		print_summary(&c, rs, n_run);
 	} else {
 		rc = run_one(&c, scenarios[find_scen(scen)].fn, &rs[n_run++]);
 	}
+	rpc_channel_free(c.keep);
 	bench_server_stop();
 	bench_blobs_free(&c);
 	return rc;

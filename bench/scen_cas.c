@@ -36,10 +36,11 @@ int bench_capabilities(bench_ctx_t *c, char *err, size_t errlen)
 
 	if (c->caps_done)
 		return 0;
-	if ((ch = bench_channel(c)) == NULL) {
+	if (c->keep == NULL && (c->keep = bench_channel(c)) == NULL) {
 		snprintf(err, errlen, "cannot create a channel to %s", c->o.target);
 		return -1;
 	}
+	ch = c->keep;
 	req.instance_name = (char *)c->o.instance;
 	rpc_unary(ch, BENCH_CAPS_SVC "GetCapabilities", &req.base,
 		  &build__bazel__remote__execution__v2__server_capabilities__descriptor,
@@ -62,7 +63,6 @@ out:
 	if (caps != NULL)
 		protobuf_c_message_free_unpacked(&caps->base, NULL);
 	rpc_status_destroy(&st);
-	rpc_channel_free(ch);
 	return rc;
 }
 
