@@ -11,12 +11,17 @@
  * flight until the status batch. The call is freed, after on_done, only when
  * the status is out (or the call failed) and both tags are back.
  *
- * All of this runs on the thread of the call's completion queue, so a call
- * needs no lock, with one exception: a deferred call may be woken from any
- * thread. rpc_call_wake starts an empty batch (it completes at once, on the
- * call's own queue, with t_wake); wake_mu guards the deferred/wake_inflight
- * pair so each defer yields exactly one on_wake, whether from a wake or
- * from the client going away. Requests are decoded here, at the edge, and freed as soon
+ * The server's threads share one completion queue, so two tags of one call
+ * (t_op and t_close, say) can come back on two threads at once.
+ * rpc_call_event runs a call's events one at a time: a thread that finds
+ * the call busy leaves its event in the call's small queue (ev, at most
+ * one per other tag in flight) for the busy thread to run next, and goes
+ * back to the queue instead of waiting. So the handler's callbacks never
+ * overlap and need no lock, though consecutive ones may run on different
+ * threads. A deferred call may be woken from any thread: rpc_call_wake
+ * starts an empty batch (it completes at once, with t_wake); mu guards the
+ * deferred/wake_inflight pair, so each defer yields exactly one on_wake,
+ * whether from a wake or from the client going away, and the event queue. Requests are decoded here, at the edge, and freed as soon
  * as the callback returns. Nothing a peer sends can abort the process: bad
  * input ends the call with a status, a broken stream ends it with on_done
  * (ok = false).
@@ -39,6 +44,12 @@
 #include "common/metrics.h"
 #include "rpc/rpc_int.h"
 #include "rpc/tls_int.h"
+
+/*
+ * Room for a call's waiting events: at most t_close and one of t_op and
+ * t_wake can wait behind the event being run (t_req only ever comes alone).
+ */
+#define RPC_CALL_EVENTS 4
 
 typedef enum {
 	RPC_CALL_REQUESTED = 0, /* waiting for gRPC to hand over a call */
@@ -74,7 +85,6 @@ struct rpc_msg {
 
 struct rpc_call {
 	rpc_server_t *srv;
-	rpc_cq_t *q;
 	const rpc_reg_t *reg;
 	grpc_call *call;
 	gpr_timespec deadline;
@@ -114,7 +124,13 @@ struct rpc_call {
 	rpc_tag_t t_op;
 	rpc_tag_t t_close;
 	rpc_tag_t t_wake;
-	pthread_mutex_t wake_mu; /* guards deferred and wake_inflight */
+	pthread_mutex_t mu; /* guards deferred, wake_inflight and ev_* */
+	bool ev_busy;         /* a thread is running this call's events */
+	int ev_n;             /* events waiting for it, oldest first */
+	struct {
+		rpc_tag_t *tag;
+		bool ok;
+	} ev[RPC_CALL_EVENTS];
 	bool deferred;        /* waiting for rpc_call_wake */
 	bool wake_inflight;   /* t_wake is in flight (not counted in tags) */
 	max_align_t hstate[]; /* the method's state_size bytes */
@@ -155,13 +171,13 @@ static void rpc_call_release(rpc_call_t *c)
 	free(c->cert_subject);
 	if (c->call != NULL)
 		grpc_call_unref(c->call);
-	pthread_mutex_destroy(&c->wake_mu);
+	pthread_mutex_destroy(&c->mu);
 	free(c);
 	if (accepted)
 		rpc_server_call_end(s);
 }
 
-int rpc_call_request(rpc_server_t *s, rpc_cq_t *q, const rpc_reg_t *reg)
+int rpc_call_request(rpc_server_t *s, const rpc_reg_t *reg)
 {
 	rpc_call_t *c = calloc(1, sizeof(*c) + reg->m->state_size);
 	grpc_call_error e;
@@ -169,13 +185,12 @@ int rpc_call_request(rpc_server_t *s, rpc_cq_t *q, const rpc_reg_t *reg)
 	if (c == NULL)
 		return REAP_E_NOMEM;
 	c->srv = s;
-	c->q = q;
 	c->reg = reg;
 	c->t_req = (rpc_tag_t){c, RPC_TAG_REQUEST};
 	c->t_op = (rpc_tag_t){c, RPC_TAG_OP};
 	c->t_close = (rpc_tag_t){c, RPC_TAG_CLOSE};
 	c->t_wake = (rpc_tag_t){c, RPC_TAG_WAKE};
-	pthread_mutex_init(&c->wake_mu, NULL);
+	pthread_mutex_init(&c->mu, NULL);
 	c->status_msg = grpc_empty_slice();
 	atomic_init(&c->cancelled, false);
 	grpc_metadata_array_init(&c->md);
@@ -183,14 +198,14 @@ int rpc_call_request(rpc_server_t *s, rpc_cq_t *q, const rpc_reg_t *reg)
 	if (reg->handle == NULL) {
 		grpc_call_details_init(&c->details);
 		c->has_details = true;
-		e = grpc_server_request_call(s->srv, &c->call, &c->details, &c->md, q->cq, q->cq,
+		e = grpc_server_request_call(s->srv, &c->call, &c->details, &c->md, s->cq, s->cq,
 					     &c->t_req);
 	} else {
 		grpc_byte_buffer **payload =
 			rpc_kind_streams_in(reg->m->kind) ? NULL : &c->recv_buf;
 
 		e = grpc_server_request_registered_call(s->srv, reg->handle, &c->call, &c->deadline,
-							&c->md, payload, q->cq, q->cq, &c->t_req);
+							&c->md, payload, s->cq, s->cq, &c->t_req);
 	}
 	if (e != GRPC_CALL_OK) {
 		REAP_ERROR("rpc request failed", "path=\"%s\" error=%d", rpc_call_path(c), (int)e);
@@ -307,10 +322,9 @@ static void rpc_call_accept(rpc_call_t *c, bool ok)
 		c->st = RPC_CALL_CLOSING;
 		return;
 	}
-	/* Keep one request outstanding for this method on this queue. */
-	if (!atomic_load(&s->stopping) && rpc_call_request(s, c->q, c->reg) != REAP_OK)
-		REAP_ERROR("rpc method no longer served on a queue", "path=\"%s\" queue=%d",
-			   rpc_call_path(c), c->q->idx);
+	/* Keep the number of requests outstanding for this method. */
+	if (!atomic_load(&s->stopping) && rpc_call_request(s, c->reg) != REAP_OK)
+		REAP_ERROR("rpc method lost a request", "path=\"%s\"", rpc_call_path(c));
 	c->accepted = true;
 	c->t_start = gpr_now(GPR_CLOCK_MONOTONIC);
 	rpc_server_call_begin(s);
@@ -599,20 +613,23 @@ void rpc_call_set_subject(rpc_call_t *c, const char *subject)
 	snprintf(c->subject, sizeof(c->subject), "%s", subject != NULL ? subject : "");
 }
 
-/* Free the call once it is over and every tag is back; on_done goes first. */
-static void rpc_call_maybe_done(rpc_call_t *c)
+/*
+ * Free the call once it is over and every tag is back, on_done first; true
+ * when it did.
+ */
+static bool rpc_call_maybe_done(rpc_call_t *c)
 {
 	const rpc_method_t *m = c->reg->m;
 
 	bool waking;
 
 	if (c->st != RPC_CALL_CLOSING || c->tags != 0)
-		return;
-	pthread_mutex_lock(&c->wake_mu);
+		return false;
+	pthread_mutex_lock(&c->mu);
 	waking = c->wake_inflight;
-	pthread_mutex_unlock(&c->wake_mu);
+	pthread_mutex_unlock(&c->mu);
 	if (waking)
-		return;
+		return false;
 	if (c->accepted && m->on_done != NULL) {
 		bool ok = c->own_finish && c->finish_ok && !c->failed &&
 			  !atomic_load(&c->cancelled);
@@ -622,6 +639,7 @@ static void rpc_call_maybe_done(rpc_call_t *c)
 	if (c->accepted)
 		rpc_call_observe(c);
 	rpc_call_release(c);
+	return true;
 }
 
 /* The client went away: a deferred call hears it through on_wake. */
@@ -629,31 +647,29 @@ static void rpc_call_closed_while_deferred(rpc_call_t *c)
 {
 	bool deliver;
 
-	pthread_mutex_lock(&c->wake_mu);
+	pthread_mutex_lock(&c->mu);
 	deliver = c->deferred;
 	c->deferred = false;
-	pthread_mutex_unlock(&c->wake_mu);
+	pthread_mutex_unlock(&c->mu);
 	if (deliver && c->st == RPC_CALL_ACTIVE)
 		rpc_call_deliver(c, RPC_CB_WAKE);
 }
 
 static void rpc_call_woken(rpc_call_t *c)
 {
-	pthread_mutex_lock(&c->wake_mu);
+	pthread_mutex_lock(&c->mu);
 	c->wake_inflight = false;
-	pthread_mutex_unlock(&c->wake_mu);
+	pthread_mutex_unlock(&c->mu);
 	if (c->st == RPC_CALL_ACTIVE)
 		rpc_call_deliver(c, RPC_CB_WAKE);
 }
 
-void rpc_call_event(rpc_tag_t *tag, bool ok)
+/* One event of c; true when it freed the call. */
+static bool rpc_call_event_run(rpc_call_t *c, rpc_tag_t *tag, bool ok)
 {
-	rpc_call_t *c = tag->call;
-
 	if (tag->kind == RPC_TAG_WAKE) {
 		rpc_call_woken(c);
-		rpc_call_maybe_done(c);
-		return;
+		return rpc_call_maybe_done(c);
 	}
 	c->tags--;
 	switch (tag->kind) {
@@ -672,7 +688,38 @@ void rpc_call_event(rpc_tag_t *tag, bool ok)
 	default:
 		break;
 	}
-	rpc_call_maybe_done(c);
+	return rpc_call_maybe_done(c);
+}
+
+void rpc_call_event(rpc_tag_t *tag, bool ok)
+{
+	rpc_call_t *c = tag->call;
+
+	pthread_mutex_lock(&c->mu);
+	if (c->ev_busy) {
+		/* Bounded: each waiting event is a different tag in flight. */
+		c->ev[c->ev_n].tag = tag;
+		c->ev[c->ev_n].ok = ok;
+		c->ev_n++;
+		pthread_mutex_unlock(&c->mu);
+		return;
+	}
+	c->ev_busy = true;
+	for (;;) {
+		pthread_mutex_unlock(&c->mu);
+		/* Freed only with no tag in flight, so nothing was waiting. */
+		if (rpc_call_event_run(c, tag, ok))
+			return;
+		pthread_mutex_lock(&c->mu);
+		if (c->ev_n == 0)
+			break;
+		tag = c->ev[0].tag;
+		ok = c->ev[0].ok;
+		c->ev_n--;
+		memmove(&c->ev[0], &c->ev[1], (size_t)c->ev_n * sizeof(c->ev[0]));
+	}
+	c->ev_busy = false;
+	pthread_mutex_unlock(&c->mu);
 }
 
 /* ---- the handler API (rpc.h) ---- */
@@ -800,14 +847,14 @@ void rpc_call_defer(rpc_call_t *c)
 {
 	if (!rpc_call_claim(c, "defer"))
 		return;
-	pthread_mutex_lock(&c->wake_mu);
+	pthread_mutex_lock(&c->mu);
 	c->deferred = true;
-	pthread_mutex_unlock(&c->wake_mu);
+	pthread_mutex_unlock(&c->mu);
 }
 
 void rpc_call_wake(rpc_call_t *c)
 {
-	pthread_mutex_lock(&c->wake_mu);
+	pthread_mutex_lock(&c->mu);
 	if (c->deferred) {
 		c->deferred = false;
 		c->wake_inflight = true;
@@ -819,7 +866,7 @@ void rpc_call_wake(rpc_call_t *c)
 			REAP_ERROR("rpc wake rejected", "path=\"%s\"", rpc_call_path(c));
 		}
 	}
-	pthread_mutex_unlock(&c->wake_mu);
+	pthread_mutex_unlock(&c->mu);
 }
 
 void rpc_call_recv(rpc_call_t *c)

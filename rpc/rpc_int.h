@@ -64,14 +64,6 @@ typedef struct rpc_reg {
 	void *handle; /* from grpc_server_register_method */
 } rpc_reg_t;
 
-typedef struct rpc_cq {
-	rpc_server_t *srv;
-	grpc_completion_queue *cq;
-	pthread_t thread;
-	int idx;
-	bool running; /* thread was started and not yet joined */
-} rpc_cq_t;
-
 typedef enum {
 	RPC_SRV_NEW = 0,  /* created, methods may be added */
 	RPC_SRV_RUNNING,  /* listening */
@@ -87,8 +79,19 @@ struct rpc_server {
 	const char *tls_mode;           /* for the log: "plaintext", "tls", ... */
 	size_t max_recv;
 	size_t max_send;
+	/*
+	 * One completion queue that every thread pulls from, so whichever
+	 * thread is free takes the next event. gRPC binds all the calls of a
+	 * connection to the first queue with a request outstanding, so with a
+	 * queue per thread one connection's calls all ran on one thread, one
+	 * at a time, while the others idled. A call's events are serialized
+	 * by the call itself (call.c).
+	 */
+	grpc_completion_queue *cq;
 	int nthreads;
-	rpc_cq_t *cqs;      /* nthreads entries */
+	pthread_t *threads; /* nthreads entries, the first nrunning started */
+	int nrunning;       /* started and not yet joined */
+	bool cq_shut;       /* grpc_completion_queue_shutdown was called */
 	rpc_reg_t *regs;    /* registered methods */
 	size_t nregs;
 	size_t cap_regs;
@@ -105,10 +108,10 @@ struct rpc_server {
 	void *observer_ctx;
 };
 
-/* Queue a request for the next call of reg on q (call.c). */
-int rpc_call_request(rpc_server_t *s, rpc_cq_t *q, const rpc_reg_t *reg);
+/* Queue a request for the next call of reg (call.c). */
+int rpc_call_request(rpc_server_t *s, const rpc_reg_t *reg);
 
-/* A tag of a call came back from q's completion queue (call.c). */
+/* A tag of a call came back from the completion queue, on any thread (call.c). */
 void rpc_call_event(rpc_tag_t *tag, bool ok);
 
 /* A call was accepted / freed: server bookkeeping for shutdown (server.c). */

@@ -1,13 +1,14 @@
 /*
  * server.c - the gRPC server: lifecycle, completion-queue threads, shutdown.
  *
- * rpc_server_new creates the grpc_server and one completion queue per
- * thread (registered with the server); rpc_server_add_methods registers
- * methods; rpc_server_start binds the port, starts the threads and keeps one
- * request outstanding per (queue, method), plus one per queue for method
- * names nobody registered, which are answered UNIMPLEMENTED instead of
- * hanging until the client's deadline. Each thread does nothing but pull
- * events off its queue and hand them to the call state machine (call.c).
+ * rpc_server_new creates the grpc_server and one completion queue
+ * (registered with the server); rpc_server_add_methods registers methods;
+ * rpc_server_start binds the port, starts the threads and keeps one request
+ * outstanding per (thread, method), plus one per thread for method names
+ * nobody registered, which are answered UNIMPLEMENTED instead of hanging
+ * until the client's deadline. Every thread does nothing but pull events
+ * off the shared queue and hand them to the call state machine (call.c),
+ * which runs the events of one call one at a time.
  *
  * Shutdown follows gRPC's protocol: shutdown_and_notify (refuses new calls,
  * fails the outstanding requests, sends GOAWAY), wait up to the grace period
@@ -74,12 +75,12 @@ void rpc_server_call_end(rpc_server_t *s)
 
 static void *rpc_server_thread(void *arg)
 {
-	rpc_cq_t *q = arg;
+	rpc_server_t *s = arg;
 	rpc_arena_t *arena = rpc_arena_new(); /* NULL: requests are malloc'd instead */
 
 	rpc_thread_arena_set(arena);
 	for (;;) {
-		grpc_event ev = grpc_completion_queue_next(q->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC),
+		grpc_event ev = grpc_completion_queue_next(s->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC),
 							   NULL);
 		rpc_tag_t *tag = ev.tag;
 
@@ -88,10 +89,10 @@ static void *rpc_server_thread(void *arg)
 		if (ev.type != GRPC_OP_COMPLETE)
 			continue;
 		if (tag->kind == RPC_TAG_SHUTDOWN) {
-			pthread_mutex_lock(&q->srv->mu);
-			q->srv->shutdown_done = true;
-			pthread_cond_broadcast(&q->srv->cv);
-			pthread_mutex_unlock(&q->srv->mu);
+			pthread_mutex_lock(&s->mu);
+			s->shutdown_done = true;
+			pthread_cond_broadcast(&s->cv);
+			pthread_mutex_unlock(&s->mu);
 			continue;
 		}
 		rpc_call_event(tag, ev.success != 0);
@@ -101,20 +102,23 @@ static void *rpc_server_thread(void *arg)
 	return NULL;
 }
 
-/* Shut q's queue down and wait until it is drained (by its thread if any). */
-static void rpc_cq_stop(rpc_cq_t *q)
+/* Shut the queue down and wait until it is drained (by the threads if any). */
+static void rpc_cq_stop(rpc_server_t *s)
 {
-	if (q->cq == NULL)
+	if (s->cq == NULL || s->cq_shut)
 		return;
-	grpc_completion_queue_shutdown(q->cq);
-	if (q->running) {
-		pthread_join(q->thread, NULL);
-		q->running = false;
+	s->cq_shut = true;
+	grpc_completion_queue_shutdown(s->cq);
+	if (s->nrunning > 0) {
+		/* every thread sees GRPC_QUEUE_SHUTDOWN once the queue is empty */
+		for (int i = 0; i < s->nrunning; i++)
+			pthread_join(s->threads[i], NULL);
+		s->nrunning = 0;
 		return;
 	}
-	/* Never had a thread: nothing was requested on it, so this is quick. */
+	/* No thread: nothing was requested on it, so this is quick. */
 	for (;;) {
-		grpc_event ev = grpc_completion_queue_next(q->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC),
+		grpc_event ev = grpc_completion_queue_next(s->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC),
 							   NULL);
 		if (ev.type == GRPC_QUEUE_SHUTDOWN)
 			break;
@@ -155,8 +159,8 @@ rpc_server_t *rpc_server_new(const rpc_server_config_t *cfg, reap_errbuf_t *eb)
 		goto nomem;
 	s->listen = strdup(cfg->listen);
 	s->nthreads = cfg->threads ? cfg->threads : rpc_default_threads();
-	s->cqs = calloc((size_t)s->nthreads, sizeof(*s->cqs));
-	if (s->listen == NULL || s->cqs == NULL)
+	s->threads = calloc((size_t)s->nthreads, sizeof(*s->threads));
+	if (s->listen == NULL || s->threads == NULL)
 		goto nomem;
 	s->creds = creds;
 	s->tls_mode = rpc_tls_server_mode(cfg->tls);
@@ -190,21 +194,15 @@ rpc_server_t *rpc_server_new(const rpc_server_config_t *cfg, reap_errbuf_t *eb)
 	args[3].key = (char *)GRPC_ARG_HTTP2_BDP_PROBE;
 	args[3].value.integer = 0;
 	s->srv = grpc_server_create(&cargs, NULL);
-	for (int i = 0; i < s->nthreads; i++) {
-		rpc_cq_t *q = &s->cqs[i];
-
-		q->srv = s;
-		q->idx = i;
-		q->cq = grpc_completion_queue_create_for_next(NULL);
-		grpc_server_register_completion_queue(s->srv, q->cq, NULL);
-	}
+	s->cq = grpc_completion_queue_create_for_next(NULL);
+	grpc_server_register_completion_queue(s->srv, s->cq, NULL);
 	return s;
 nomem:
 	reap_errf(eb, REAP_E_NOMEM, "rpc: out of memory");
 fail:
 	if (s != NULL) {
 		free(s->listen);
-		free(s->cqs);
+		free(s->threads);
 		free(s);
 	}
 	if (creds != NULL)
@@ -286,16 +284,15 @@ int rpc_server_start(rpc_server_t *s, int *port, reap_errbuf_t *eb)
 		return reap_errf(eb, REAP_E_PRECONDITION, "rpc: server already started");
 	/* Threads first: they only block on their queues until calls come. */
 	for (int i = 0; i < s->nthreads; i++) {
-		rpc_cq_t *q = &s->cqs[i];
 		char name[16];
 
-		if (pthread_create(&q->thread, NULL, rpc_server_thread, q) != 0) {
+		if (pthread_create(&s->threads[i], NULL, rpc_server_thread, s) != 0) {
 			err = reap_errf(eb, REAP_E_EXHAUSTED, "rpc: cannot start thread %d", i);
 			goto fail;
 		}
-		q->running = true;
+		s->nrunning++;
 		snprintf(name, sizeof(name), "reap-rpc-%d", i % 10000);
-		pthread_setname_np(q->thread, name);
+		pthread_setname_np(s->threads[i], name);
 	}
 	/* The server keeps its own reference to the credentials. */
 	creds = s->creds != NULL ? s->creds : grpc_insecure_server_credentials_create();
@@ -311,10 +308,12 @@ int rpc_server_start(rpc_server_t *s, int *port, reap_errbuf_t *eb)
 	s->state = RPC_SRV_RUNNING;
 	pthread_mutex_unlock(&s->mu);
 
+	/* As many requests outstanding per method as threads, for bursts; each
+	 * accepted call requests its successor. */
 	for (int i = 0; i < s->nthreads; i++) {
-		err = rpc_call_request(s, &s->cqs[i], &s->unknown);
+		err = rpc_call_request(s, &s->unknown);
 		for (size_t j = 0; err == REAP_OK && j < s->nregs; j++)
-			err = rpc_call_request(s, &s->cqs[i], &s->regs[j]);
+			err = rpc_call_request(s, &s->regs[j]);
 		if (err != REAP_OK) {
 			rpc_server_shutdown(s, 0);
 			return reap_errf(eb, err, "rpc: cannot request calls: %s", reap_strerror(err));
@@ -326,9 +325,8 @@ int rpc_server_start(rpc_server_t *s, int *port, reap_errbuf_t *eb)
 		  s->listen, bound, s->nthreads, s->nregs, s->tls_mode);
 	return REAP_OK;
 fail:
-	/* Not started: no call can exist, the queues hold nothing. */
-	for (int i = 0; i < s->nthreads; i++)
-		rpc_cq_stop(&s->cqs[i]);
+	/* Not started: no call can exist, the queue holds nothing. */
+	rpc_cq_stop(s);
 	s->state = RPC_SRV_FAILED;
 	return err;
 }
@@ -374,7 +372,7 @@ void rpc_server_shutdown(rpc_server_t *s, int grace_ms)
 	pthread_mutex_unlock(&s->mu);
 
 	/* Refuses new calls and fails the outstanding requests right away. */
-	grpc_server_shutdown_and_notify(s->srv, s->cqs[0].cq, &s->shutdown_tag);
+	grpc_server_shutdown_and_notify(s->srv, s->cq, &s->shutdown_tag);
 
 	if (grace_ms < 0)
 		grace_ms = 0;
@@ -402,8 +400,7 @@ void rpc_server_shutdown(rpc_server_t *s, int grace_ms)
 
 	grpc_server_destroy(s->srv);
 	s->srv = NULL;
-	for (int i = 0; i < s->nthreads; i++)
-		rpc_cq_stop(&s->cqs[i]);
+	rpc_cq_stop(s);
 
 	pthread_mutex_lock(&s->mu);
 	s->state = RPC_SRV_STOPPED;
@@ -420,19 +417,16 @@ void rpc_server_free(rpc_server_t *s)
 	if (s->srv != NULL) {
 		/* Never started (or start failed before listening): no listener,
 		 * no call, so the server may be destroyed without a shutdown. */
-		for (int i = 0; i < s->nthreads; i++)
-			rpc_cq_stop(&s->cqs[i]);
+		rpc_cq_stop(s);
 		grpc_server_destroy(s->srv);
 	}
 	if (s->creds != NULL)
 		grpc_server_credentials_release(s->creds);
-	for (int i = 0; i < s->nthreads; i++) {
-		if (s->cqs[i].cq != NULL)
-			grpc_completion_queue_destroy(s->cqs[i].cq);
-	}
+	if (s->cq != NULL)
+		grpc_completion_queue_destroy(s->cq);
 	pthread_cond_destroy(&s->cv);
 	pthread_mutex_destroy(&s->mu);
-	free(s->cqs);
+	free(s->threads);
 	free(s->regs);
 	free(s->listen);
 	free(s);

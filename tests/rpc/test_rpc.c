@@ -6,7 +6,7 @@
  * Methods:
  *   /reap.test.T/Echo    unary Digest -> Digest; the hash selects behaviour
  *                        (sleep, echo a header or the peer, error status,
- *                        finish twice, issue nothing)
+ *                        finish twice, issue nothing, meet another call)
  *   /reap.test.T/Detail  unary, fails with a PreconditionFailure detail
  *   /reap.test.T/Count   server streaming: ReadRequest.read_limit messages
  *                        (-1: until cancelled)
@@ -44,6 +44,7 @@ enum { ST_OK = 0, ST_CANCELLED = 1, ST_INVALID = 3, ST_DEADLINE = 4, ST_NOT_FOUN
        ST_UNAVAILABLE = 14 };
 
 static atomic_int done_ok, done_fail, live_states;
+static atomic_int meeting; /* Echo "meet" handlers running */
 static rpc_server_t *srv;
 static rpc_channel_t *ch;
 static int port;
@@ -108,6 +109,14 @@ static void echo_request(rpc_call_t *call, void *state, const ProtobufCMessage *
 		rpc_call_finish(call, &resp.base, REAP_OK, NULL);
 		rpc_call_finish(call, NULL, REAP_E_INTERNAL, "second finish");
 		return;
+	} else if (strcmp(req->hash, "meet") == 0) {
+		/* Two of these meet only when the server runs them at once. */
+		long end = now_ms() + 3000;
+
+		atomic_fetch_add(&meeting, 1);
+		while (atomic_load(&meeting) < 2 && now_ms() < end)
+			sleep_ms(1);
+		resp.hash = atomic_load(&meeting) >= 2 ? (char *)"met" : (char *)"alone";
 	} else if (strcmp(req->hash, "ctx") == 0) {
 		resp.hash = rpc_call_ctx(call);
 	}
@@ -733,6 +742,37 @@ Test(rpc, concurrent_clients)
 	cr_assert_eq(wait_count(&done_ok, total, 5000), total);
 	cr_assert_eq(atomic_load(&done_fail), 0);
 	cr_assert_eq(atomic_load(&live_states), 0);
+}
+
+static void *meet_thread(void *arg)
+{
+	char *out = arg;
+
+	if (echo("meet", out, 64, 10000) != ST_OK)
+		snprintf(out, 64, "failed");
+	return NULL;
+}
+
+/*
+ * Two calls on one connection run at once: gRPC binds a connection's calls
+ * to the first completion queue with a request outstanding, and with a
+ * queue per thread, a call that came while another call's handler ran
+ * waited for that handler to return (both answered "alone").
+ */
+Test(rpc, one_connection_calls_run_in_parallel)
+{
+	pthread_t th[2];
+	char out[2][64] = {{0}};
+
+	/* The second call goes out once the first one's handler runs. */
+	cr_assert_eq(pthread_create(&th[0], NULL, meet_thread, out[0]), 0);
+	cr_assert_eq(wait_count(&meeting, 1, 5000), 1);
+	cr_assert_eq(pthread_create(&th[1], NULL, meet_thread, out[1]), 0);
+	for (int i = 0; i < 2; i++)
+		pthread_join(th[i], NULL);
+	cr_assert_str_eq(out[0], "met");
+	cr_assert_str_eq(out[1], "met");
+	cr_assert_eq(wait_count(&done_ok, 2, 2000), 2);
 }
 
 /* ---- shutdown ---- */
