@@ -3,11 +3,13 @@
  * completion-queue threads, and a small blocking client.
  *
  * Server model. A service registers rpc_method_t entries. The server runs N
- * threads, each with its own completion queue; every method has a call
- * requested on every queue. Each accepted call becomes an rpc_call_t, a
- * small state machine that lives on one queue, so its callbacks never run
- * concurrently with each other. The call is freed only when every tag it
- * has in flight has come back, after on_done.
+ * threads that share one completion queue, so any free thread takes the
+ * next event, whichever connection or call it belongs to; every method has
+ * N calls requested. Each accepted call becomes an rpc_call_t, a small
+ * state machine whose events run one at a time, so its callbacks never run
+ * concurrently with each other (consecutive ones may run on different
+ * threads). The call is freed only when every tag it has in flight has
+ * come back, after on_done.
  *
  * The framework decodes each request message with the method's protobuf-c
  * descriptor (gRPC has already enforced the receive size limit) and frees it
@@ -134,7 +136,7 @@ size_t rpc_server_max_send(const rpc_server_t *s);
 /* ---- call observer (metrics) ---- */
 
 /**
- * Told about every finished call, exactly once, on the call's server thread
+ * Told about every finished call, exactly once, on a server thread
  * after its status went out (or it failed) and after on_done: method is the
  * full path ("/pkg.Service/Method"; "(unknown)" for names nobody
  * registered, so peers cannot grow a metrics label set), grpc_code the final
@@ -253,7 +255,7 @@ void rpc_call_finish_detail(rpc_call_t *call, int err, const char *msg,
 /**
  * Issue nothing now: the call waits, holding no thread, until another
  * thread calls rpc_call_wake() (or the client goes away); then on_wake runs
- * on the call's own thread and must issue one operation as usual (it may
+ * on a server thread and must issue one operation as usual (it may
  * defer again). Counts as the callback's one operation.
  *
  * Whoever may wake the call keeps its pointer under a lock of its own and

@@ -7,11 +7,13 @@
  * client.c and stream.c the blocking client. Nothing here is exported outside
  * rpc/.
  *
- * Threading: a server call is bound to one completion queue, and each queue
- * has exactly one thread calling grpc_completion_queue_next on it, so the
- * fields of an rpc_call_t are only touched by that thread (except
- * `cancelled`, which handlers may read from anywhere). The server-wide
- * counters are atomics; the mutex/condvar pair only serves shutdown.
+ * Threading: every server thread calls grpc_completion_queue_next on the one
+ * queue. The fields of an rpc_call_t are touched only by the thread running
+ * its events, one thread at a time (rpc_call_event hands over under the
+ * call's mutex), except `cancelled`, which handlers may read from anywhere,
+ * and the wake and event-queue fields, which are under that mutex. The
+ * server-wide counters are atomics; the mutex/condvar pair only serves
+ * shutdown.
  */
 #ifndef REAP_RPC_RPC_INT_H
 #define REAP_RPC_RPC_INT_H
