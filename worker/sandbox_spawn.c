@@ -123,15 +123,15 @@ static int child_main(void *arg)
 	}
 	if (chdir("/") != 0)
 		child_fail(ce, 1, errno);
-	for (int fd = 0; fd < WRK_SB_FIRST_FREE_FD; fd++)
+	for (int fd = 0; fd < p->nfds; fd++)
 		if (dup2(p->fds[fd], fd) < 0) /* dup2 clears close-on-exec */
 			child_fail(ce, 3, errno);
 	/*
 	 * The child has its own descriptor table (no CLONE_FILES): mark the rest
 	 * close-on-exec, or close them one by one where close_range is missing.
 	 */
-	if (close_range(WRK_SB_FIRST_FREE_FD, ~0u, CLOSE_RANGE_CLOEXEC) != 0)
-		for (int fd = WRK_SB_FIRST_FREE_FD; fd < 65536; fd++)
+	if (close_range((unsigned)p->nfds, ~0u, CLOSE_RANGE_CLOEXEC) != 0)
+		for (int fd = p->nfds; fd < 65536; fd++)
 			close(fd);
 	for (int i = 0; i < p->rl.n; i++)
 		if (setrlimit(p->rl.resource[i], &p->rl.value[i]) != 0)

@@ -311,7 +311,9 @@ int64_t wrk_tree_usage(const char *exec_root, bool chown_dirs, uid_t uid, gid_t 
 #define WRK_SB_INFO_FD 3                /* bwrap --info-fd */
 #define WRK_SB_SECCOMP_FD 4             /* bwrap --seccomp */
 #define WRK_SB_SHIM_FD 5                /* bwrap --ro-bind-data: the envshim executable */
-#define WRK_SB_FIRST_FREE_FD 6          /* descriptors from here on are closed at exec */
+#define WRK_SB_FILE_FD 6                /* bwrap --file: small ro_paths files, copied in */
+#define WRK_SB_MAX_FILES 16             /* ...at most this many (the rest are bound) */
+#define WRK_SB_FD_SLOTS (WRK_SB_FILE_FD + WRK_SB_MAX_FILES) /* 0..21; ours are moved above */
 #define WRK_SB_STAGE_MNT "/tmp"         /* the child's private tmpfs (its own mount namespace) */
 #define WRK_SB_STAGE_DIR "/tmp/build"   /* the exec root, bound for an unprivileged bwrap */
 
@@ -319,7 +321,9 @@ int64_t wrk_tree_usage(const char *exec_root, bool chown_dirs, uid_t uid, gid_t 
 typedef struct wrk_spawn_plan {
 	const char *path;          /* bwrap, resolved */
 	char *const *argv;
-	int fds[WRK_SB_FIRST_FREE_FD];    /* become 0..5: stdin, stdout, stderr, info, seccomp, shim */
+	int fds[WRK_SB_FD_SLOTS];  /* become 0..nfds-1: stdin, stdout, stderr, info, seccomp, shim,
+				      then the copied files; the rest are closed at exec */
+	int nfds;
 	bool drop;                 /* root: private mount of the exec root, then become uid:gid */
 	bool empty_netns;          /* with drop: also a new network namespace, lo left down */
 	const char *exec_root;

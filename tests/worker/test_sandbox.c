@@ -478,6 +478,79 @@ Test(sandbox, cancel)
 	cr_assert(!process_with_arg(secs));
 }
 
+/* The whole of a host file (small ones only). */
+static char *host_file(const char *path)
+{
+	static char buf[1 << 20];
+	FILE *f = fopen(path, "r");
+	size_t n = 0;
+	cr_assert_not_null(f, "%s", path);
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	return buf;
+}
+
+/* Small ro_paths files are copied in by bwrap, not bound: same bytes, and just as read-only. */
+Test(sandbox, small_ro_files_are_read_only_copies)
+{
+	const char *want = host_file("/etc/passwd"); /* its own buffer, not sh_ok's */
+	cr_assert_str_eq(sh_ok("cat /etc/passwd"), want);
+	cr_assert_str_eq(sh_ok("cmp /etc/ld.so.cache /etc/ld.so.cache && stat -c %a /etc/passwd "
+			       "/etc/group /etc/ld.so.cache"),
+			 "444\n444\n444\n");
+	cr_assert_str_eq(sh_ok("for f in /etc/passwd /etc/group; do "
+			       "(echo x >> $f) 2>/dev/null && echo wrote $f; "
+			       "chmod 666 $f 2>/dev/null && echo chmod $f; "
+			       "rm -f $f 2>/dev/null; mv $f /build/x 2>/dev/null; "
+			       "test -f $f || echo gone $f; done; "
+			       "touch /etc/new 2>/dev/null && echo created; true"),
+			 "");
+	/* nothing of it reaches the command as an open descriptor */
+	cr_assert_str_eq(sh_ok("ls /proc/self/fd | sort -n | tr '\\n' ' '"), "0 1 2 3 ");
+}
+
+/*
+ * A copy never shows more than a bind would: a file the sandbox uid may not
+ * read stays a bind (and unreadable), and an executable keeps its x bits.
+ */
+Test(sandbox, ro_file_copies_keep_permissions)
+{
+	char dir[64] = "/var/tmp/reap-sbtest-XXXXXX", secret[128], tool[128], cmd[600];
+	if (geteuid() != 0)
+		cr_skip_test("needs a root worker (actions then run as another uid)");
+	cr_assert_not_null(mkdtemp(dir));
+	cr_assert_eq(chmod(dir, 0755), 0);
+	snprintf(secret, sizeof(secret), "%s/secret", dir);
+	snprintf(tool, sizeof(tool), "%s/tool", dir);
+	FILE *f = fopen(secret, "w");
+	cr_assert_not_null(f);
+	fputs("root only\n", f);
+	fclose(f);
+	cr_assert_eq(chmod(secret, 0600), 0);
+	f = fopen(tool, "w");
+	cr_assert_not_null(f);
+	fputs("#!/bin/sh\necho ran\n", f);
+	fclose(f);
+	cr_assert_eq(chmod(tool, 0755), 0);
+
+	const char *paths[sizeof(ro_paths) / sizeof(ro_paths[0]) + 2];
+	size_t n = 0;
+	for (; n < sizeof(ro_paths) / sizeof(ro_paths[0]); n++)
+		paths[n] = ro_paths[n];
+	paths[n++] = secret;
+	paths[n++] = tool;
+	wrk_sandbox_config_t saved = sb_cfg;
+	sb_cfg.ro_paths = paths;
+	sb_cfg.n_ro_paths = n;
+	snprintf(cmd, sizeof(cmd), "cat %s 2>/dev/null || echo denied; %s; stat -c %%a %s", secret,
+		 tool, tool);
+	cr_assert_str_eq(sh_ok(cmd), "denied\nran\n555\n");
+	sb_cfg = saved;
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	cr_assert_eq(system(cmd), 0);
+}
+
 Test(sandbox, no_leaked_descriptors)
 {
 	int fd = open("/etc/hostname", O_RDONLY); /* not close-on-exec on purpose */
