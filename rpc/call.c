@@ -19,10 +19,12 @@
  * back to the queue instead of waiting. So the handler's callbacks never
  * overlap and need no lock, though consecutive ones may run on different
  * threads. A deferred call may be woken from any thread: rpc_call_wake
- * starts an empty batch (it completes at once, with t_wake); mu guards the
- * deferred/wake_inflight pair, so each defer yields exactly one on_wake,
- * whether from a wake or from the client going away, and the event queue. Requests are decoded here, at the edge, and freed as soon
- * as the callback returns. Nothing a peer sends can abort the process: bad
+ * starts an empty batch (it completes at once, with t_wake). mu guards the
+ * event queue and the deferred/wake_inflight pair, so each defer yields
+ * exactly one on_wake, whether from a wake or from the client going away.
+ *
+ * Requests are decoded here, at the edge, and freed as soon as the callback
+ * returns. Nothing a peer sends can abort the process: bad
  * input ends the call with a status, a broken stream ends it with on_done
  * (ok = false).
  *
