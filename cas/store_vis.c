@@ -247,15 +247,65 @@ typedef struct vis_work {
 	size_t *kl;
 	rocksdb_pinnableslice_t **vals;
 	char **errs;
+	size_t *ord;                          /* [VIS_CHUNK * ns] key indexes, sorted */
+	const char **skp;                     /* kp, kl and vals in that order */
+	size_t *skl;
+	rocksdb_pinnableslice_t **svals;
 } vis_work_t;
 
-/* MultiGet n grant keys; an error is logged and returned, every value is kept in w->vals. */
+/* Bytewise order, the column family's: a shorter key first when it is a prefix. */
+static bool key_less(const vis_work_t *w, size_t a, size_t b)
+{
+	size_t la = w->kl[a], lb = w->kl[b];
+	int c = memcmp(w->kp[a], w->kp[b], la < lb ? la : lb);
+
+	return c < 0 || (c == 0 && la < lb);
+}
+
+/*
+ * w->ord = the indexes of the n keys in bytewise order. Handed unsorted keys,
+ * MultiGet sorts them itself through the comparator, which was 19 % of
+ * reapd's CPU in find-missing (10,000 digests a request). Every key starts
+ * with a SHA-256, so a counting sort on the first byte leaves about one key
+ * per bucket, and an insertion sort, which then only moves keys within a
+ * bucket, finishes the job.
+ */
+static void sort_keys(vis_work_t *w, size_t n)
+{
+	size_t start[257] = {0};
+
+	for (size_t i = 0; i < n; i++)
+		start[(uint8_t)w->kp[i][0] + 1]++;
+	for (int b = 0; b < 256; b++)
+		start[b + 1] += start[b];
+	for (size_t i = 0; i < n; i++)
+		w->ord[start[(uint8_t)w->kp[i][0]]++] = i;
+	for (size_t i = 1; i < n; i++) {
+		size_t k = w->ord[i], j = i;
+
+		for (; j > 0 && key_less(w, k, w->ord[j - 1]); j--)
+			w->ord[j] = w->ord[j - 1];
+		w->ord[j] = k;
+	}
+}
+
+/*
+ * MultiGet n grant keys, in sorted order; an error is logged and returned,
+ * every value is kept in w->vals (in the keys' own order).
+ */
 static int multi_get(cas_store_t *st, vis_work_t *w, size_t n)
 {
 	int rc = REAP_OK;
 
-	rocksdb_batched_multi_get_cf(st->db, st->ro, st->cf[CAS_CF_VIS], n, w->kp, w->kl, w->vals,
-				     w->errs, false);
+	sort_keys(w, n);
+	for (size_t i = 0; i < n; i++) {
+		w->skp[i] = w->kp[w->ord[i]];
+		w->skl[i] = w->kl[w->ord[i]];
+	}
+	rocksdb_batched_multi_get_cf(st->db, st->ro, st->cf[CAS_CF_VIS], n, w->skp, w->skl,
+				     w->svals, w->errs, true);
+	for (size_t i = 0; i < n; i++)
+		w->vals[w->ord[i]] = w->svals[i];
 	for (size_t j = 0; j < n; j++) {
 		if (w->errs[j] == NULL)
 			continue;
@@ -380,14 +430,23 @@ int cas_store_visible(cas_store_t *st, const char *const *scopes, size_t n_scope
 	w.kl = malloc(nk * sizeof(*w.kl));
 	w.vals = malloc(nk * sizeof(*w.vals));
 	w.errs = malloc(nk * sizeof(*w.errs));
+	w.ord = malloc(nk * sizeof(*w.ord));
+	w.skp = malloc(nk * sizeof(*w.skp));
+	w.skl = malloc(nk * sizeof(*w.skl));
+	w.svals = malloc(nk * sizeof(*w.svals));
 	if (w.dkeys == NULL || w.didx == NULL || w.keys == NULL || w.kp == NULL || w.kl == NULL ||
-	    w.vals == NULL || w.errs == NULL) {
+	    w.vals == NULL || w.errs == NULL || w.ord == NULL || w.skp == NULL || w.skl == NULL ||
+	    w.svals == NULL) {
 		rc = REAP_E_NOMEM;
 		goto out;
 	}
 	for (size_t i = 0; rc == REAP_OK && i < n; i += chunk)
 		rc = visible_chunk(st, &w, ds + i, n - i < chunk ? n - i : chunk, present + i);
 out:
+	free(w.svals);
+	free(w.skl);
+	free(w.skp);
+	free(w.ord);
 	free(w.errs);
 	free(w.vals);
 	free(w.kl);
