@@ -134,6 +134,8 @@ typedef struct bench_result {
 	bench_cmp_t cmp;
 	double goal;           /* the target, in the unit cmp says */
 	double rss_mib;        /* BENCH_CMP_RSS: the peak; < 0 unknown */
+	double floor_ms;       /* BENCH_CMP_P50_OVER: bwrap p50 measured interleaved with the
+				  scenario (> 0), compared instead of the separate baseline's */
 	double ratio;          /* the compared value (ratio, ms or MiB); valid when cmp_ok */
 	bool cmp_ok;           /* ratio was computed (else the comparison is n/a) */
 	char vs[160];          /* "0.176 x sha256 (target >= 0.70: NOT met)", by bench_compare */
@@ -266,6 +268,9 @@ int bench_baseline_one(bench_ctx_t *c, bench_base_t b);
 
 /** Measure the bwrap baseline into c->base (value, p50, p99) and print it; 0 or -1. */
 int bench_baseline_bwrap(bench_ctx_t *c);
+
+/** One spawn of the bwrap baseline's command (c->o.bwrap ... /bin/true); 0 or -1 with err. */
+int bench_bwrap_once(const bench_ctx_t *c, char *err, size_t errlen);
 
 /** Fill r->ratio, cmp_ok and vs from r's figure, r->cmp/goal and c->base. */
 void bench_compare(const bench_ctx_t *c, bench_result_t *r);
