@@ -40,6 +40,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tests/support/harness.h"
 #include "worker/worker.h"
 
 /* ---- the in-sandbox helper ---- */
@@ -231,14 +232,7 @@ static wrk_run_result_t sh(const char *script, int64_t timeout_ms)
 static char *slurp(const char *path)
 {
 	static char buf[65536];
-	FILE *f = fopen(path, "r");
-	size_t n = 0;
-	if (f != NULL) {
-		n = fread(buf, 1, sizeof(buf) - 1, f);
-		fclose(f);
-	}
-	buf[n] = '\0';
-	return buf;
+	return th_read_file(path, buf, sizeof(buf));
 }
 
 static off_t file_size(const char *path)

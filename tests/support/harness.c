@@ -146,6 +146,19 @@ void th_fill(void *buf, size_t len, unsigned seed)
 	}
 }
 
+char *th_read_file(const char *path, char *buf, size_t cap)
+{
+	FILE *f = fopen(path, "r");
+	size_t n = 0;
+
+	if (f != NULL) {
+		n = fread(buf, 1, cap - 1, f);
+		fclose(f);
+	}
+	buf[n] = '\0';
+	return buf;
+}
+
 void th_digest(const void *data, size_t len, char hex[65])
 {
 	reap_digest_t d;

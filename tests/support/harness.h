@@ -63,6 +63,8 @@ void th_restart(th_server_t *t);
 
 /** Deterministic pseudo-random bytes. */
 void th_fill(void *buf, size_t len, unsigned seed);
+/** The first cap - 1 bytes of file path into buf, NUL-terminated ("" when unreadable); buf. */
+char *th_read_file(const char *path, char *buf, size_t cap);
 /** Hex digest of data into hex (65 bytes) and its size. */
 void th_digest(const void *data, size_t len, char hex[65]);
 
