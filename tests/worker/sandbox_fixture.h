@@ -118,15 +118,20 @@ static char *slurp(const char *path)
 	return th_read_file(path, buf, sizeof(buf));
 }
 
-/* Run argv with std_env; expect exit 0 and return stdout. */
-static char *sh_ok(const char *script)
+/* Run script with shell (-c) and std_env; expect exit 0 and return stdout. */
+static char *shell_ok(const char *shell, const char *script)
 {
-	const char *argv[] = {"sh", "-c", script, NULL};
+	const char *argv[] = {shell, "-c", script, NULL};
 	wrk_run_result_t res;
 	cr_assert_eq(run("", std_env, argv, 30000, NULL, &res), REAP_OK);
 	cr_assert_eq(res.exit_code, 0, "'%s' exited %d: %s", script, res.exit_code,
 		     slurp(err_path));
 	return slurp(out_path);
+}
+
+static char *sh_ok(const char *script)
+{
+	return shell_ok("sh", script);
 }
 
 #endif

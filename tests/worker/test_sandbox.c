@@ -496,15 +496,9 @@ Test(sandbox, loopback_network_needs_the_lease_s_permission)
 	"Proto => 'tcp', Timeout => 5) or do { print qq(no-connect\\n); exit 0 }; "              \
 	"print qq(loopback-ok\\n);"
 
-/* Run a bash script; expect exit 0 and return stdout. */
 static char *bash_ok(const char *script)
 {
-	const char *argv[] = {"bash", "-c", script, NULL};
-	wrk_run_result_t res;
-	cr_assert_eq(run("", std_env, argv, 30000, NULL, &res), REAP_OK);
-	cr_assert_eq(res.exit_code, 0, "'%s' exited %d: %s", script, res.exit_code,
-		     slurp(err_path));
-	return slurp(out_path);
+	return shell_ok("bash", script);
 }
 
 static char *probe_loopback(void)
