@@ -508,6 +508,40 @@ Test(store, visible_many_keys_two_scopes)
 }
 
 /*
+ * A client may name digests that all share a first byte (they need not be
+ * stored): visibility stays exact, and the lookup's sort of such a chunk
+ * takes the n log n path (store_vis.c), not an insertion sort.
+ */
+Test(store, visible_digests_sharing_a_first_byte)
+{
+	enum { N = 600 };
+	const char *scopes[] = {"t1"};
+	reap_digest_t *ds = calloc(N, sizeof(*ds));
+	bool *present = calloc(N, sizeof(*present));
+	cr_assert(ds != NULL && present != NULL);
+	for (unsigned i = 0; i < N; i++) {
+		if (i % 4 == 0) {
+			uint8_t *p = blob(1 + i, 7000 + i, &ds[i]);
+			cr_assert_eq(cas_store_put(st, "t1", &ds[i], p, (size_t)ds[i].size, NULL),
+				     REAP_OK);
+			free(p);
+			continue;
+		}
+		char hex[REAP_HASH_HEX_LEN + 1];
+		reap_errbuf_t eb = {{0}};
+		snprintf(hex, sizeof(hex), "ab%062x", i * 2654435761u);
+		cr_assert_eq(reap_digest_parse(hex, strlen(hex), 100 + i, &ds[i], &eb), REAP_OK,
+			     "%s", eb.msg);
+	}
+	reopen();
+	cr_assert_eq(cas_store_visible(st, scopes, 1, ds, N, present), REAP_OK);
+	for (unsigned i = 0; i < N; i++)
+		cr_assert_eq(present[i], i % 4 == 0, "digest %u", i);
+	free(present);
+	free(ds);
+}
+
+/*
  * cas_store_put_many: 1200 items (more than one commit group), inline and
  * file-sized, with duplicates, a hash mismatch, a size mismatch, the empty
  * blob and blobs already stored; every result as cas_store_put would give.
