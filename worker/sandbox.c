@@ -15,15 +15,19 @@
  * capabilities are dropped (bwrap keeps them by default when the worker runs
  * as root); the environment is exactly the Command's.
  *
- * bwrap always exports PWD after its chdir, overwriting whatever the
- * Command set. To keep the environment exact, bwrap starts reap's own shim
- * (envshim/envshim.c) at ENV_SHIM, which drops that PWD ("-u") or puts back
- * the Command's own ("PWD=value") and then execs argv[0] with execvp
- * semantics: looked up in the Command's PATH (glibc's default path when it
- * has none), a file without a known format run by /bin/sh. The shim is a few
- * KiB, static and libc-free, embedded in the worker and copied in by bwrap
- * from a memfd (--ro-bind-data), read-only; it needs no host file and costs
- * about 0.25 ms, where /usr/bin/env, dynamically linked, cost 2.5-3 ms.
+ * The command comes last: bwrap starts reap's own shim (envshim/envshim.c)
+ * at ENV_SHIM, which reads the working folder, the environment and the
+ * arguments from a socket (the descriptor right after the copied files),
+ * closes it and execs argv[0] with execvp semantics and exactly the
+ * Command's environment. So a sandbox can be started before its action is
+ * known (wrk_sandbox_arm), with an empty exec root that is filled later
+ * (the bind shows what is put there), and the action only pays for
+ * wrk_sandbox_fire: handing the folders to the sandbox uid, sending the
+ * command, the run and the teardown. wrk_sandbox_run is arm then fire.
+ * The shim is a few KiB, static and libc-free, embedded in the worker and
+ * copied in by bwrap from a memfd (--ro-bind-data), read-only; it needs no
+ * host file and costs about 0.25 ms, where /usr/bin/env, dynamically
+ * linked, cost 2.5-3 ms.
  *
  * Process tree: bwrap is started in its own process group with stdin
  * /dev/null and every other inherited descriptor closed. It forks the
@@ -56,7 +60,8 @@
  *
  * Threading: wrk_sandbox_run is reentrant; many slots run it at once. Note
  * that --die-with-parent ties the sandbox to the *thread* that spawned it
- * (PR_SET_PDEATHSIG), which is the one waiting for it.
+ * (PR_SET_PDEATHSIG), which is the one waiting for it: an armed sandbox is
+ * fired (or disarmed) by the thread that armed it.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -66,6 +71,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -73,6 +79,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "worker/envshim/envshim.h"
 #include "worker/worker_int.h"
 #include "wrk_envshim.h" /* generated: the shim, embedded (worker/CMakeLists.txt) */
 
@@ -156,6 +163,33 @@ static int check_working_dir(const char *wd, reap_errbuf_t *eb)
 	return REAP_OK;
 }
 
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* A name set twice would leave which value the action sees to the order of the list. */
+static int check_env_unique(const WRK_RE(Command) *cmd, reap_errbuf_t *eb)
+{
+	size_t n = cmd->n_environment_variables;
+	const char **names;
+	int err = REAP_OK;
+
+	if (n < 2)
+		return REAP_OK;
+	if ((names = malloc(n * sizeof(*names))) == NULL)
+		return reap_errf(eb, REAP_E_NOMEM, "out of memory");
+	for (size_t i = 0; i < n; i++)
+		names[i] = cmd->environment_variables[i]->name;
+	qsort(names, n, sizeof(*names), cmp_str);
+	for (size_t i = 1; i < n && err == REAP_OK; i++)
+		if (strcmp(names[i], names[i - 1]) == 0)
+			err = reap_errf(eb, REAP_E_INVALID,
+					"environment variable \"%s\" is set twice", names[i]);
+	free(names);
+	return err;
+}
+
 static int check_command(const WRK_RE(Command) *cmd, reap_errbuf_t *eb)
 {
 	if (cmd->n_arguments == 0 || cmd->arguments[0][0] == '\0')
@@ -166,7 +200,8 @@ static int check_command(const WRK_RE(Command) *cmd, reap_errbuf_t *eb)
 			return reap_errf(eb, REAP_E_INVALID, "bad environment variable name \"%s\"",
 					 name);
 	}
-	return check_working_dir(cmd->working_directory, eb);
+	int err = check_env_unique(cmd, eb);
+	return err != REAP_OK ? err : check_working_dir(cmd->working_directory, eb);
 }
 
 /* Is p inside (or equal to) the top-level sandbox path top? */
@@ -192,11 +227,6 @@ static int check_ro_path(const char *p, reap_errbuf_t *eb)
 		return reap_errf(eb, REAP_E_INVALID,
 				 "read-only path \"%s\" collides with the sandbox's own mounts", p);
 	return REAP_OK;
-}
-
-static int cmp_str(const void *a, const void *b)
-{
-	return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
 /* Move fd above the child's descriptor slots (its dup2s never collide), close-on-exec. */
@@ -306,11 +336,9 @@ static void add_tmp(argv_buf_t *a, const wrk_limits_t *l)
 }
 
 static int build_argv(argv_buf_t *a, const wrk_sandbox_config_t *cfg, const char *bwrap,
-		      const char *bind_src, bool empty_netns, const WRK_RE(Command) *cmd,
-		      sb_files_t *files, reap_errbuf_t *eb)
+		      const char *bind_src, bool empty_netns, sb_files_t *files, reap_errbuf_t *eb)
 {
-	const char *pwd = NULL;
-	char buf[MAX_WD + 16];
+	char buf[64];
 	int err;
 
 	arg_add(a, bwrap);
@@ -323,14 +351,7 @@ static int build_argv(argv_buf_t *a, const wrk_sandbox_config_t *cfg, const char
 	arg_add(a, "--new-session");
 	arg_add2(a, "--cap-drop", "ALL");
 	arg_add2(a, "--hostname", "localhost");
-	arg_add(a, "--clearenv");
-	for (size_t i = 0; i < cmd->n_environment_variables; i++) {
-		const WRK_RE(Command__EnvironmentVariable) *ev = cmd->environment_variables[i];
-		arg_add(a, "--setenv");
-		arg_add2(a, ev->name, ev->value);
-		if (strcmp(ev->name, "PWD") == 0)
-			pwd = ev->value;
-	}
+	arg_add(a, "--clearenv"); /* the shim gets none; it execs with the Command's */
 	if ((err = add_ro_paths(a, cfg, files, eb)) != REAP_OK)
 		return err;
 	arg_add2(a, "--proc", "/proc");
@@ -343,27 +364,53 @@ static int build_argv(argv_buf_t *a, const wrk_sandbox_config_t *cfg, const char
 	arg_add(a, "--bind");
 	arg_add2(a, bind_src, SANDBOX_ROOT);
 	arg_add2(a, "--remount-ro", "/"); /* the tmpfs bwrap builds the root on */
-	snprintf(buf, sizeof(buf), "%s%s%s", SANDBOX_ROOT, cmd->working_directory[0] ? "/" : "",
-		 cmd->working_directory);
-	arg_add2(a, "--chdir", buf);
+	arg_add2(a, "--chdir", SANDBOX_ROOT);
 	snprintf(buf, sizeof(buf), "%d", INFO_FD);
 	arg_add2(a, "--info-fd", buf);
 	snprintf(buf, sizeof(buf), "%d", SECCOMP_FD);
 	arg_add2(a, "--seccomp", buf);
 	arg_add(a, "--");
 	arg_add(a, ENV_SHIM);
-	if (pwd == NULL) {
-		arg_add(a, "-u");
-	} else {
-		char *kv = NULL;
-		if (asprintf(&kv, "PWD=%s", pwd) < 0)
-			return reap_errf(eb, REAP_E_NOMEM, "out of memory");
-		arg_add(a, kv);
-		free(kv);
-	}
-	for (size_t i = 0; i < cmd->n_arguments; i++)
-		arg_add(a, cmd->arguments[i]);
+	snprintf(buf, sizeof(buf), "%d", FILE_FD + files->n); /* the command socket */
+	arg_add(a, buf);
 	return a->oom ? reap_errf(eb, REAP_E_NOMEM, "out of memory") : REAP_OK;
+}
+
+/*
+ * What the shim reads (envshim/envshim.c): the working folder as the
+ * sandbox sees it, NAME=VALUE per variable in the Command's order, an empty
+ * string, the arguments; every string NUL-terminated. REAP_E_INVALID when
+ * it is larger than the shim takes (the kernel's exec would refuse it too).
+ */
+static int build_spec(const WRK_RE(Command) *cmd, char **out, size_t *len, reap_errbuf_t *eb)
+{
+	size_t n = strlen(SANDBOX_ROOT) + 1 + strlen(cmd->working_directory) + 1 + 1, at = 0;
+	size_t strings = 2 + cmd->n_environment_variables + cmd->n_arguments;
+	char *b;
+
+	for (size_t i = 0; i < cmd->n_environment_variables; i++)
+		n += strlen(cmd->environment_variables[i]->name) +
+		     strlen(cmd->environment_variables[i]->value) + 2;
+	for (size_t i = 0; i < cmd->n_arguments; i++)
+		n += strlen(cmd->arguments[i]) + 1;
+	if (n > ENVSHIM_SPEC_MAX || strings > ENVSHIM_STRINGS_MAX)
+		return reap_errf(eb, REAP_E_INVALID,
+				 "the Command's arguments and environment are too large (%zu bytes "
+				 "in %zu strings; at most %u and %u)", n, strings,
+				 ENVSHIM_SPEC_MAX, ENVSHIM_STRINGS_MAX);
+	if ((b = malloc(n)) == NULL)
+		return reap_errf(eb, REAP_E_NOMEM, "out of memory");
+	at += (size_t)sprintf(b, "%s%s%s", SANDBOX_ROOT, cmd->working_directory[0] ? "/" : "",
+			      cmd->working_directory) + 1;
+	for (size_t i = 0; i < cmd->n_environment_variables; i++)
+		at += (size_t)sprintf(b + at, "%s=%s", cmd->environment_variables[i]->name,
+				      cmd->environment_variables[i]->value) + 1;
+	b[at++] = '\0';
+	for (size_t i = 0; i < cmd->n_arguments; i++)
+		at += (size_t)sprintf(b + at, "%s", cmd->arguments[i]) + 1;
+	*out = b;
+	*len = at;
+	return REAP_OK;
 }
 
 /* ---- the exec root ---- */
@@ -588,26 +635,54 @@ static const char *const stage_what[] = {
 	"cannot set the resource limits", "cannot start",
 };
 
-int wrk_sandbox_run(const wrk_sandbox_config_t *cfg, const char *exec_root,
-		    const WRK_RE(Command) *cmd, int64_t timeout_ms, const char *stdout_path,
-		    const char *stderr_path, volatile const bool *cancel, wrk_run_result_t *out,
+/* A started sandbox whose shim waits for its command (see the top of the file). */
+struct wrk_armed {
+	wrk_sandbox_config_t cfg; /* as armed (ro_paths and bwrap borrowed from the caller) */
+	char *exec_root;
+	running_t r;
+	int ctl;      /* our end of the command socket, -1 once sent */
+	int fo, fe;   /* the stdio files (the watchdog reads their sizes) */
+	bool drop;    /* root: the sandbox uid owns the exec root's folders */
+	uid_t uid;
+	gid_t gid;
+	bool gone;    /* bwrap exited before its command was sent (reaped) */
+};
+
+static void armed_free(wrk_armed_t *s)
+{
+	int fds[] = {s->r.info, s->r.pidfd, s->r.inner, s->ctl, s->fo, s->fe};
+	for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
+	free(s->exec_root);
+	free(s);
+}
+
+int wrk_sandbox_arm(const wrk_sandbox_config_t *cfg, const char *exec_root,
+		    const char *stdout_path, const char *stderr_path, wrk_armed_t **out,
 		    reap_errbuf_t *eb)
 {
 	static int logged;
 	argv_buf_t a = {0};
-	running_t r = {.pid = -1, .pidfd = -1, .info = -1, .inner = -1};
 	wrk_spawn_plan_t plan = {0};
 	sb_files_t files = {.n = 0};
-	int in = -1, fo = -1, fe = -1, sfd = -1, shfd = -1, pipefd[2] = {-1, -1}, status = 0;
+	int in = -1, sfd = -1, shfd = -1, info[2] = {-1, -1}, ctl[2] = {-1, -1};
 	int perr, stage, err;
 	const int oflags = O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC;
 	char bwrap[MAX_WD];
-	int64_t disk_base = 0;
 	struct stat st;
+	wrk_armed_t *s;
 
-	memset(out, 0, sizeof(*out));
-	if ((err = check_command(cmd, eb)) != REAP_OK)
+	*out = NULL;
+	if ((s = calloc(1, sizeof(*s))) == NULL)
+		return reap_errf(eb, REAP_E_NOMEM, "out of memory");
+	s->r = (running_t){.pid = -1, .pidfd = -1, .info = -1, .inner = -1};
+	s->ctl = s->fo = s->fe = -1;
+	s->cfg = *cfg;
+	if ((s->exec_root = strdup(exec_root)) == NULL) {
+		err = reap_errf(eb, REAP_E_NOMEM, "out of memory");
 		goto out;
+	}
 	if (stat(exec_root, &st) != 0 || !S_ISDIR(st.st_mode)) {
 		err = reap_errf(eb, REAP_E_INVALID, "exec root %s is not a directory", exec_root);
 		goto out;
@@ -618,30 +693,20 @@ int wrk_sandbox_run(const wrk_sandbox_config_t *cfg, const char *exec_root,
 				cfg->bwrap != NULL ? cfg->bwrap : "bwrap", strerror(perr));
 		goto out;
 	}
-	plan.drop = geteuid() == 0;
-	plan.uid = cfg->uid != 0 ? cfg->uid : WRK_SANDBOX_DEFAULT_ID;
-	plan.gid = cfg->gid != 0 ? cfg->gid : WRK_SANDBOX_DEFAULT_ID;
+	plan.drop = s->drop = geteuid() == 0;
+	plan.uid = s->uid = cfg->uid != 0 ? cfg->uid : WRK_SANDBOX_DEFAULT_ID;
+	plan.gid = s->gid = cfg->gid != 0 ? cfg->gid : WRK_SANDBOX_DEFAULT_ID;
 	plan.empty_netns = plan.drop && !cfg->loopback_network;
 	if ((err = build_argv(&a, cfg, bwrap, plan.drop ? STAGE_DIR : exec_root, plan.empty_netns,
-			      cmd, &files, eb)) != REAP_OK)
+			      &files, eb)) != REAP_OK)
 		goto out;
-	ensure_working_dir(exec_root, cmd->working_directory);
-	/* the folders go to the sandbox uid; the walk also measures the root before the run */
-	if (plan.drop || cfg->limits.disk_bytes > 0) {
-		disk_base = wrk_tree_usage(exec_root, plan.drop, plan.uid, plan.gid);
-		if (disk_base < 0 || (plan.drop && disk_base == INT64_MAX)) {
-			err = reap_errf(eb, REAP_E_IO, "cannot prepare the exec root %s for the sandbox",
-					exec_root);
-			goto out;
-		}
-	}
 	if (!__atomic_exchange_n(&logged, 1, __ATOMIC_RELAXED))
 		REAP_INFO("sandbox limits", "%s", wrk_sandbox_mechanisms(cfg));
 
 	in = high_fd(open("/dev/null", O_RDONLY | O_CLOEXEC));
-	fo = high_fd(open(stdout_path, oflags, 0600));
-	fe = high_fd(open(stderr_path, oflags, 0600));
-	if (in < 0 || fo < 0 || fe < 0) {
+	s->fo = high_fd(open(stdout_path, oflags, 0600));
+	s->fe = high_fd(open(stderr_path, oflags, 0600));
+	if (in < 0 || s->fo < 0 || s->fe < 0) {
 		err = reap_errf(eb, REAP_E_IO, "cannot open the action's stdio files: %s",
 				strerror(errno));
 		goto out;
@@ -659,12 +724,14 @@ int wrk_sandbox_run(const wrk_sandbox_config_t *cfg, const char *exec_root,
 	}
 	shfd = high_fd(shfd);
 	plan.exec_root = exec_root;
-	if (pipe2(pipefd, O_CLOEXEC) != 0 || (pipefd[0] = high_fd(pipefd[0])) < 0 ||
-	    (pipefd[1] = high_fd(pipefd[1])) < 0) {
+	if (pipe2(info, O_CLOEXEC) != 0 || (info[0] = high_fd(info[0])) < 0 ||
+	    (info[1] = high_fd(info[1])) < 0 ||
+	    socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ctl) != 0 ||
+	    (ctl[0] = high_fd(ctl[0])) < 0 || (ctl[1] = high_fd(ctl[1])) < 0) {
 		err = reap_errf(eb, REAP_E_IO, "pipe: %s", strerror(errno));
 		goto out;
 	}
-	fcntl(pipefd[0], F_SETFL, O_NONBLOCK);
+	fcntl(info[0], F_SETFL, O_NONBLOCK);
 	if (reap_log_enabled(REAP_LOG_DEBUG)) {
 		size_t len = 0;
 		char line[2048] = "";
@@ -676,73 +743,185 @@ int wrk_sandbox_run(const wrk_sandbox_config_t *cfg, const char *exec_root,
 	plan.path = bwrap;
 	plan.argv = a.v;
 	plan.fds[0] = in;
-	plan.fds[1] = fo;
-	plan.fds[2] = fe;
-	plan.fds[INFO_FD] = pipefd[1];
+	plan.fds[1] = s->fo;
+	plan.fds[2] = s->fe;
+	plan.fds[INFO_FD] = info[1];
 	plan.fds[SECCOMP_FD] = sfd;
 	plan.fds[SHIM_FD] = shfd;
 	for (int i = 0; i < files.n; i++)
 		plan.fds[FILE_FD + i] = files.fd[i];
-	plan.nfds = FILE_FD + files.n;
+	plan.fds[FILE_FD + files.n] = ctl[1];
+	plan.nfds = FILE_FD + files.n + 1;
 	/* as root the uid is the sandbox's own; otherwise this worker's threads share it */
 	wrk_rlimits_for(&cfg->limits, plan.drop ? 0 : own_threads(), &plan.rl);
-	wrk_watch_init(&r.watch, &cfg->limits, exec_root, fo, fe, disk_base);
-
-	out->start_ns = real_ns();
-	int64_t deadline = timeout_ms > 0 ? mono_ms() + timeout_ms : 0;
-	if ((r.pid = wrk_sb_spawn(&plan, &perr, &stage)) < 0) {
+	if ((s->r.pid = wrk_sb_spawn(&plan, &perr, &stage)) < 0) {
 		err = reap_errf(eb, perr == E2BIG ? REAP_E_INVALID : REAP_E_IO, "%s %s: %s",
 				stage_what[stage], stage == 3 ? bwrap : "", strerror(perr));
 		goto out;
 	}
-	close(pipefd[1]);
-	pipefd[1] = -1;
-	r.info = pipefd[0];
-	pipefd[0] = -1;
-	r.pidfd = pidfd_open_(r.pid);
-	wait_run(&r, deadline, cancel, out, &status);
-	wait_namespace_empty(&r);
-	out->end_ns = real_ns();
-	out->exit_code = WIFEXITED(status) ? WEXITSTATUS(status)
-		       : WIFSIGNALED(status) ? 128 + WTERMSIG(status) : -1;
-	out->cpu_ms = (uint64_t)(r.ru.ru_utime.tv_sec + r.ru.ru_stime.tv_sec) * 1000 +
-		      (uint64_t)(r.ru.ru_utime.tv_usec + r.ru.ru_stime.tv_usec) / 1000;
-	if (r.watch.cpu_ms > out->cpu_ms)
-		out->cpu_ms = r.watch.cpu_ms;
-	if (out->limit == WRK_LIMIT_NONE && !out->timed_out && !out->cancelled)
-		out->limit = wrk_watch_final(&r.watch, status, out->cpu_ms, out->limit_msg,
-					     sizeof(out->limit_msg));
-	if (out->limit != WRK_LIMIT_NONE) {
-		REAP_INFO("action hit a limit", "msg=\"%s\"", out->limit_msg);
-		wrk_watch_report(&r.watch, out->limit_msg);
-	} else if (out->timed_out) {
-		char msg[64];
-		snprintf(msg, sizeof(msg), "wall-time limit of %lld ms", (long long)timeout_ms);
-		wrk_watch_report(&r.watch, msg);
-	}
+	s->r.info = info[0];
+	info[0] = -1;
+	s->ctl = ctl[0];
+	ctl[0] = -1;
+	s->r.pidfd = pidfd_open_(s->r.pid);
+	*out = s;
+	s = NULL;
 	err = REAP_OK;
 out:
-	if (r.info >= 0)
-		close(r.info);
-	if (r.pidfd >= 0)
-		close(r.pidfd);
-	if (r.inner >= 0)
-		close(r.inner);
-	for (int i = 0; i < 2; i++)
-		if (pipefd[i] >= 0)
-			close(pipefd[i]);
-	if (in >= 0)
-		close(in);
-	if (fo >= 0)
-		close(fo);
-	if (fe >= 0)
-		close(fe);
-	if (sfd >= 0)
-		close(sfd);
-	if (shfd >= 0)
-		close(shfd);
+	if (s != NULL)
+		armed_free(s);
+	int fds[] = {info[0], info[1], ctl[0], ctl[1], in, sfd, shfd};
+	for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
 	for (int i = 0; i < files.n; i++)
 		close(files.fd[i]);
 	argv_free(&a);
 	return err;
+}
+
+static bool same_str(const char *x, const char *y)
+{
+	return x == y || (x != NULL && y != NULL && strcmp(x, y) == 0);
+}
+
+bool wrk_sandbox_fits(const wrk_armed_t *s, const wrk_sandbox_config_t *cfg)
+{
+	const wrk_sandbox_config_t *c = &s->cfg;
+	const wrk_limits_t *x = &c->limits, *y = &cfg->limits;
+
+	if (!same_str(c->bwrap, cfg->bwrap) || c->n_ro_paths != cfg->n_ro_paths ||
+	    c->uid != cfg->uid || c->gid != cfg->gid ||
+	    c->loopback_network != cfg->loopback_network || x->memory_bytes != y->memory_bytes ||
+	    x->cpu_seconds != y->cpu_seconds || x->disk_bytes != y->disk_bytes ||
+	    x->tmp_bytes != y->tmp_bytes || x->pids != y->pids ||
+	    x->output_bytes != y->output_bytes)
+		return false;
+	for (size_t i = 0; i < c->n_ro_paths; i++)
+		if (!same_str(c->ro_paths[i], cfg->ro_paths[i]))
+			return false;
+	return true;
+}
+
+bool wrk_sandbox_alive(wrk_armed_t *s)
+{
+	int status;
+	if (!s->gone && reaped(&s->r, &status))
+		s->gone = true;
+	return !s->gone;
+}
+
+void wrk_sandbox_disarm(wrk_armed_t *s)
+{
+	int status;
+
+	if (s == NULL)
+		return;
+	if (s->ctl >= 0) {
+		close(s->ctl);
+		s->ctl = -1;
+	}
+	if (!s->gone && s->r.pid > 0) {
+		if (s->r.info >= 0)
+			read_info(&s->r); /* pid 1, when bwrap has told it already */
+		kill_tree(&s->r, &status);
+		wait_namespace_empty(&s->r);
+	}
+	armed_free(s);
+}
+
+/* Send the whole spec; 0 or errno. The socket never raises SIGPIPE. */
+static int send_spec(int fd, const char *p, size_t len)
+{
+	while (len > 0) {
+		ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? errno : EPIPE;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+int wrk_sandbox_fire(wrk_armed_t *s, const WRK_RE(Command) *cmd, int64_t timeout_ms,
+		     volatile const bool *cancel, wrk_run_result_t *out, reap_errbuf_t *eb)
+{
+	running_t *r = &s->r;
+	char *spec = NULL;
+	size_t spec_len = 0;
+	int64_t disk_base = 0;
+	int status = 0, err, serr;
+
+	memset(out, 0, sizeof(*out));
+	if ((err = check_command(cmd, eb)) != REAP_OK ||
+	    (err = build_spec(cmd, &spec, &spec_len, eb)) != REAP_OK)
+		goto out;
+	ensure_working_dir(s->exec_root, cmd->working_directory);
+	/* the folders go to the sandbox uid; the walk also measures the root before the run */
+	if (s->drop || s->cfg.limits.disk_bytes > 0) {
+		disk_base = wrk_tree_usage(s->exec_root, s->drop, s->uid, s->gid);
+		if (disk_base < 0 || (s->drop && disk_base == INT64_MAX)) {
+			err = reap_errf(eb, REAP_E_IO, "cannot prepare the exec root %s for the sandbox",
+					s->exec_root);
+			goto out;
+		}
+	}
+	wrk_watch_init(&r->watch, &s->cfg.limits, s->exec_root, s->fo, s->fe, disk_base);
+	if (!wrk_sandbox_alive(s)) {
+		err = reap_errf(eb, REAP_E_IO, "the sandbox ended before its command was sent");
+		goto out;
+	}
+	out->start_ns = real_ns();
+	int64_t deadline = timeout_ms > 0 ? mono_ms() + timeout_ms : 0;
+	serr = send_spec(s->ctl, spec, spec_len);
+	close(s->ctl); /* the end of the spec */
+	s->ctl = -1;
+	if (serr != 0) {
+		err = reap_errf(eb, REAP_E_IO, "cannot send the command to the sandbox: %s",
+				strerror(serr));
+		goto out;
+	}
+	wait_run(r, deadline, cancel, out, &status);
+	s->gone = true; /* reaped */
+	wait_namespace_empty(r);
+	out->end_ns = real_ns();
+	out->exit_code = WIFEXITED(status) ? WEXITSTATUS(status)
+		       : WIFSIGNALED(status) ? 128 + WTERMSIG(status) : -1;
+	out->cpu_ms = (uint64_t)(r->ru.ru_utime.tv_sec + r->ru.ru_stime.tv_sec) * 1000 +
+		      (uint64_t)(r->ru.ru_utime.tv_usec + r->ru.ru_stime.tv_usec) / 1000;
+	if (r->watch.cpu_ms > out->cpu_ms)
+		out->cpu_ms = r->watch.cpu_ms;
+	if (out->limit == WRK_LIMIT_NONE && !out->timed_out && !out->cancelled)
+		out->limit = wrk_watch_final(&r->watch, status, out->cpu_ms, out->limit_msg,
+					     sizeof(out->limit_msg));
+	if (out->limit != WRK_LIMIT_NONE) {
+		REAP_INFO("action hit a limit", "msg=\"%s\"", out->limit_msg);
+		wrk_watch_report(&r->watch, out->limit_msg);
+	} else if (out->timed_out) {
+		char msg[64];
+		snprintf(msg, sizeof(msg), "wall-time limit of %lld ms", (long long)timeout_ms);
+		wrk_watch_report(&r->watch, msg);
+	}
+	err = REAP_OK;
+out:
+	free(spec);
+	wrk_sandbox_disarm(s); /* reaped: only closes; otherwise the sandbox is stopped */
+	return err;
+}
+
+int wrk_sandbox_run(const wrk_sandbox_config_t *cfg, const char *exec_root,
+		    const WRK_RE(Command) *cmd, int64_t timeout_ms, const char *stdout_path,
+		    const char *stderr_path, volatile const bool *cancel, wrk_run_result_t *out,
+		    reap_errbuf_t *eb)
+{
+	wrk_armed_t *s;
+	int err;
+
+	memset(out, 0, sizeof(*out));
+	if ((err = check_command(cmd, eb)) != REAP_OK ||
+	    (err = wrk_sandbox_arm(cfg, exec_root, stdout_path, stderr_path, &s, eb)) != REAP_OK)
+		return err;
+	return wrk_sandbox_fire(s, cmd, timeout_ms, cancel, out, eb);
 }

@@ -225,6 +225,44 @@ int wrk_sandbox_run(const wrk_sandbox_config_t *cfg, const char *exec_root,
 		    reap_errbuf_t *eb);
 
 /**
+ * A sandbox started ahead of its action (wrk_sandbox_arm): bwrap has built
+ * the namespaces and the root, and the sandbox's first program waits for
+ * the command. Used once: wrk_sandbox_fire or wrk_sandbox_disarm frees it.
+ * Both must run on the thread that armed it (bwrap's --die-with-parent
+ * follows that thread).
+ */
+typedef struct wrk_armed wrk_armed_t;
+
+/**
+ * Start the sandbox of cfg over exec_root (an existing folder; what is put
+ * in it later is what the command sees) with stdout and stderr going to
+ * the two files (created or truncated now), so that only the command is
+ * left to start when the action arrives. Errors as wrk_sandbox_run's
+ * before the command runs. cfg's strings must outlive the armed sandbox.
+ */
+int wrk_sandbox_arm(const wrk_sandbox_config_t *cfg, const char *exec_root,
+		    const char *stdout_path, const char *stderr_path, wrk_armed_t **out,
+		    reap_errbuf_t *eb);
+
+/** Whether a was armed for exactly the sandbox cfg describes (limits, paths, identity, network). */
+bool wrk_sandbox_fits(const wrk_armed_t *a, const wrk_sandbox_config_t *cfg);
+
+/** Whether a is still waiting for its command (false: it ended; only disarm it). */
+bool wrk_sandbox_alive(wrk_armed_t *a);
+
+/**
+ * Run cmd in a, as wrk_sandbox_run does (same contract and result), and
+ * free a whatever happens. The exec root is prepared for the sandbox (its
+ * folders handed to the sandbox uid, its size measured) now, so it must be
+ * staged before. The timeout and the result's start time count from here.
+ */
+int wrk_sandbox_fire(wrk_armed_t *a, const WRK_RE(Command) *cmd, int64_t timeout_ms,
+		     volatile const bool *cancel, wrk_run_result_t *out, reap_errbuf_t *eb);
+
+/** Stop an unused armed sandbox (no process of it is left after) and free it. NULL is a no-op. */
+void wrk_sandbox_disarm(wrk_armed_t *a);
+
+/**
  * The sandbox of one action: *out = *base narrowed by the action's "reap-"
  * platform properties (the Action's and the Command's platform; either may
  * be NULL). reap-limit-cpu-seconds, reap-limit-pids (whole numbers) and

@@ -313,7 +313,8 @@ int64_t wrk_tree_usage(const char *exec_root, bool chown_dirs, uid_t uid, gid_t 
 #define WRK_SB_SHIM_FD 5                /* bwrap --ro-bind-data: the envshim executable */
 #define WRK_SB_FILE_FD 6                /* bwrap --file: small ro_paths files, copied in */
 #define WRK_SB_MAX_FILES 16             /* ...at most this many (the rest are bound) */
-#define WRK_SB_FD_SLOTS (WRK_SB_FILE_FD + WRK_SB_MAX_FILES) /* 0..21; ours are moved above */
+/* 0..22: the above, then the shim's command socket right after the files; ours are moved above */
+#define WRK_SB_FD_SLOTS (WRK_SB_FILE_FD + WRK_SB_MAX_FILES + 1)
 #define WRK_SB_STAGE_MNT "/tmp"         /* the child's private tmpfs (its own mount namespace) */
 #define WRK_SB_STAGE_DIR "/tmp/build"   /* the exec root, bound for an unprivileged bwrap */
 
@@ -322,7 +323,7 @@ typedef struct wrk_spawn_plan {
 	const char *path;          /* bwrap, resolved */
 	char *const *argv;
 	int fds[WRK_SB_FD_SLOTS];  /* become 0..nfds-1: stdin, stdout, stderr, info, seccomp, shim,
-				      then the copied files; the rest are closed at exec */
+				      the copied files, the command socket; the rest are closed at exec */
 	int nfds;
 	bool drop;                 /* root: private mount of the exec root, then become uid:gid */
 	bool empty_netns;          /* with drop: also a new network namespace, lo left down */
@@ -390,6 +391,11 @@ typedef struct slot {
 	pthread_cond_t rcv;     /* run or renewer_quit changed */
 	struct lease_run *run;  /* the lease being renewed; NULL when idle */
 	bool renewer_quit;
+	/* the sandbox started for the slot's next action (worker.c; slot thread only) */
+	wrk_armed_t *armed;
+	char arm_dir[PATH_MAX]; /* its folder in work_dir: root/, stdout, stderr */
+	unsigned arm_seq;
+	int64_t arm_retry_ms;   /* after a failed start, no new one before this (monotonic) */
 } slot_t;
 
 struct wrk_daemon {

@@ -159,6 +159,13 @@ char *th_read_file(const char *path, char *buf, size_t cap)
 	return buf;
 }
 
+void th_write_file(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "w");
+	cr_assert_not_null(f, "%s", path);
+	cr_assert_eq(fputs(text, f) >= 0 && fclose(f) == 0, true, "%s", path);
+}
+
 void th_digest(const void *data, size_t len, char hex[65])
 {
 	reap_digest_t d;

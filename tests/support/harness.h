@@ -65,6 +65,8 @@ void th_restart(th_server_t *t);
 void th_fill(void *buf, size_t len, unsigned seed);
 /** The first cap - 1 bytes of file path into buf, NUL-terminated ("" when unreadable); buf. */
 char *th_read_file(const char *path, char *buf, size_t cap);
+/** Create (or truncate) file path holding text; the test fails when it cannot. */
+void th_write_file(const char *path, const char *text);
 /** Hex digest of data into hex (65 bytes) and its size. */
 void th_digest(const void *data, size_t len, char hex[65]);
 

@@ -1,6 +1,6 @@
 /*
  * sandbox_fixture.h - what the sandbox tests share (test_sandbox.c,
- * test_sandbox_fs.c): the worker's default read-only paths, a fresh exec
+ * test_sandbox_fs.c, test_sandbox_arm.c): the worker's default read-only paths, a fresh exec
  * root under /tmp per test (and a folder outside /tmp when a test needs
  * one), and helpers that build a Command, run it and read its output.
  * Included by one test file per executable: everything here is static.
@@ -129,7 +129,7 @@ static char *shell_ok(const char *shell, const char *script)
 	return slurp(out_path);
 }
 
-static char *sh_ok(const char *script)
+__attribute__((unused)) static char *sh_ok(const char *script)
 {
 	return shell_ok("sh", script);
 }

@@ -81,10 +81,7 @@ Test(sandbox, fresh_tmp_and_hidden_host)
 {
 	char marker[400];
 	snprintf(marker, sizeof(marker), "%s/host-secret", tmp);
-	FILE *f = fopen(marker, "w");
-	cr_assert_not_null(f);
-	fputs("secret\n", f);
-	fclose(f);
+	th_write_file(marker, "secret\n");
 	cr_assert_str_eq(sh_ok("ls -A /tmp"), "");
 	char script[1200];
 	snprintf(script, sizeof(script),

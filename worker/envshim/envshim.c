@@ -1,28 +1,43 @@
 /*
  * envshim.c - the first program bwrap starts inside the sandbox.
  *
- *   /.reap/env -u      PROG [ARG...]   drop PWD from the environment
- *   /.reap/env PWD=DIR PROG [ARG...]   set PWD to DIR (where PWD was)
+ *   /.reap/env FD
  *
- * then execvp(PROG): argv[0] searched in the environment's PATH ("/bin:/usr/bin"
- * when there is none, an empty entry meaning the working folder), a file the
- * kernel does not recognise run by /bin/sh, the first permission error kept
- * while the search goes on. bwrap always exports PWD after its chdir, which
- * would put a variable into the action's environment that its Command did
- * not ask for (or overwrite the one it did); this undoes exactly that.
+ * reads from descriptor FD, until its end, what to run: NUL-terminated
+ * strings, the working folder first, then one NAME=VALUE per environment
+ * variable, an empty string, then PROG and its arguments. It closes FD,
+ * enters the folder and execvp(PROG) with exactly that environment: argv[0]
+ * searched in the environment's PATH ("/bin:/usr/bin" when there is none, an
+ * empty entry meaning the working folder), a file the kernel does not
+ * recognise run by /bin/sh, the first permission error kept while the search
+ * goes on.
+ *
+ * Why the command comes through a descriptor, not bwrap's command line: the
+ * worker starts the sandbox before it knows the action (wrk_sandbox_arm in
+ * sandbox.c), so that building the namespaces and the root is off the
+ * action's path; the shim waits in read() until the worker sends the
+ * command. It also keeps the environment exact: bwrap exports PWD after its
+ * chdir, and the shim's own environment is simply not used.
  *
  * Why not /usr/bin/env: on the VMs reap runs on an exec costs 1.5-3 ms, most
  * of it the dynamic loader and libc start-up. This program has neither: it
- * is linked static and freestanding (no libc; the three system calls it
- * makes are below), so starting it costs about what the kernel's exec does.
- * It is built by worker/CMakeLists.txt, embedded in reap-worker, and handed
- * to bwrap as a memfd (--ro-bind-data), so the sandbox needs no host file.
+ * is linked static and freestanding (no libc; the system calls it makes are
+ * below), so starting it costs about what the kernel's exec does. It is
+ * built by worker/CMakeLists.txt, embedded in reap-worker, and handed to
+ * bwrap as a memfd (--ro-bind-data), so the sandbox needs no host file.
  *
- * Exit status when PROG cannot be run, as env(1): 127 not found, 126 other.
+ * Exit status when PROG cannot be run, as env(1): 127 not found, 126 other
+ * (the folder cannot be entered, too many or too long arguments); 125 when
+ * the spec is malformed or cannot be read.
  */
+#include "envshim.h"
+
 #define SYS_EXIT_GROUP_ 0
 #define SYS_WRITE_ 1
 #define SYS_EXECVE_ 2
+#define SYS_READ_ 3
+#define SYS_CLOSE_ 4
+#define SYS_CHDIR_ 5
 
 typedef unsigned long size_t_;
 
@@ -33,6 +48,7 @@ typedef unsigned long size_t_;
 #include <unistd.h>
 #define E_PERM EPERM
 #define E_NOENT ENOENT
+#define E_INTR EINTR
 #define E_2BIG E2BIG
 #define E_NOEXEC ENOEXEC
 #define E_NOMEM ENOMEM
@@ -47,7 +63,8 @@ typedef unsigned long size_t_;
 #define E_STALE ESTALE
 static long sys3(int which, long a, long b, long c)
 {
-	static const long nr[] = {SYS_exit_group, SYS_write, SYS_execve};
+	static const long nr[] = {SYS_exit_group, SYS_write, SYS_execve,
+				  SYS_read,       SYS_close, SYS_chdir};
 	long r = syscall(nr[which], a, b, c);
 	return r < 0 ? -errno : r;
 }
@@ -55,6 +72,7 @@ static long sys3(int which, long a, long b, long c)
 /* Linux's generic errno numbers (x86_64 and aarch64 share them). */
 #define E_PERM 1
 #define E_NOENT 2
+#define E_INTR 4
 #define E_2BIG 7
 #define E_NOEXEC 8
 #define E_NOMEM 12
@@ -71,7 +89,7 @@ static long sys3(int which, long a, long b, long c)
 #if defined(__x86_64__)
 static long sys3(int which, long a, long b, long c)
 {
-	static const long nr[] = {231, 1, 59};
+	static const long nr[] = {231, 1, 59, 0, 3, 80};
 	long r;
 	__asm__ volatile("syscall"
 			 : "=a"(r)
@@ -90,7 +108,7 @@ __asm__(".text\n"
 #elif defined(__aarch64__)
 static long sys3(int which, long a, long b, long c)
 {
-	static const long nr[] = {94, 64, 221};
+	static const long nr[] = {94, 64, 221, 63, 57, 49};
 	register long x8 __asm__("x8") = nr[which];
 	register long x0 __asm__("x0") = a;
 	register long x1 __asm__("x1") = b;
@@ -174,7 +192,7 @@ static __attribute__((noreturn)) void fail(const char *name, long err)
 
 /*
  * execve(path); when the kernel does not know the format, /bin/sh path ARGS
- * (argv[-1] is a free slot: this program's own mode argument). The error, negative.
+ * (argv[-1] is a slot shim() leaves free for this). The error, negative.
  */
 static long run(const char *path, char **argv, char **envp)
 {
@@ -191,41 +209,44 @@ static long run(const char *path, char **argv, char **envp)
 }
 
 static char pathbuf[8192];
+static char spec[ENVSHIM_SPEC_MAX];
+/* envp, its NULL, the slot run() may use, argv, its NULL */
+static char *ptrs[ENVSHIM_STRINGS_MAX + 3];
 
-static __attribute__((noreturn)) void shim(long argc, char **argv, char **envp)
+static __attribute__((noreturn)) void bad_spec(const char *why)
 {
-	char **w = envp;
-	const char *set_pwd = 0, *search = "/bin:/usr/bin";
+	say("reap: ");
+	say(why);
+	say("\n");
+	leave(125);
+}
+
+/* Read the whole spec from fd into spec[]; its length. */
+static size_t_ read_spec(long fd)
+{
+	size_t_ len = 0;
+	for (;;) {
+		long n = len < sizeof(spec) ? sys3(SYS_READ_, fd, (long)(spec + len),
+						   (long)(sizeof(spec) - len))
+					    : sys3(SYS_READ_, fd, (long)pathbuf, 1);
+		if (n == -E_INTR)
+			continue;
+		if (n < 0)
+			bad_spec("cannot read the command");
+		if (n == 0)
+			return len;
+		if (len == sizeof(spec))
+			fail("(the command)", E_2BIG);
+		len += (size_t_)n;
+	}
+}
+
+/* execvp(argv[0]) with envp, PATH from search; argv[-1] is free (see run). */
+static __attribute__((noreturn)) void exec_search(char **argv, char **envp, const char *search)
+{
+	const char *file = argv[0];
 	long err, first = 0;
 
-	if (argc < 3 || (!starts(argv[1], "PWD=") && !(argv[1][0] == '-' && argv[1][1] == 'u' &&
-						       argv[1][2] == '\0'))) {
-		say("usage: /.reap/env -u PROG [ARG...] | /.reap/env PWD=DIR PROG [ARG...]\n");
-		leave(125);
-	}
-	if (argv[1][0] == 'P')
-		set_pwd = argv[1];
-	/* PWD goes (or takes the new value) where bwrap put it; the rest keeps its order */
-	for (char **r = envp; *r != 0; r++) {
-		if (starts(*r, "PWD=")) {
-			if (set_pwd == 0)
-				continue;
-			*w++ = (char *)set_pwd;
-			set_pwd = 0;
-			continue;
-		}
-		if (starts(*r, "PATH="))
-			search = *r + 5;
-		*w++ = *r;
-	}
-	if (set_pwd != 0)
-		*w++ = (char *)set_pwd;
-	*w = 0;
-
-	argv += 2;
-	const char *file = argv[0];
-	if (file[0] == '\0')
-		fail(file, E_NOENT);
 	for (const char *c = file; *c != '\0'; c++)
 		if (*c == '/')
 			fail(file, -run(file, argv, envp));
@@ -270,18 +291,73 @@ static __attribute__((noreturn)) void shim(long argc, char **argv, char **envp)
 	fail(file, first != 0 ? first : E_NOENT);
 }
 
+static __attribute__((noreturn)) void shim(long argc, char **argv)
+{
+	const char *search = "/bin:/usr/bin", *dir;
+	long fd = 0;
+	size_t_ len, at, np = 0;
+	char **envp = ptrs, **args;
+
+	if (argc != 2 || argv[1][0] == '\0')
+		bad_spec("usage: /.reap/env FD");
+	for (const char *c = argv[1]; *c != '\0'; c++) {
+		if (*c < '0' || *c > '9' || fd > 100000)
+			bad_spec("usage: /.reap/env FD");
+		fd = fd * 10 + (*c - '0');
+	}
+	len = read_spec(fd);
+	sys3(SYS_CLOSE_, fd, 0, 0);
+	if (len == 0 || spec[len - 1] != '\0')
+		bad_spec("malformed command");
+
+	/* the folder; the environment up to an empty string; the arguments */
+	dir = spec;
+	at = slen(spec) + 1;
+	while (at < len && spec[at] != '\0') {
+		if (np >= ENVSHIM_STRINGS_MAX)
+			fail("(the command)", E_2BIG);
+		if (starts(spec + at, "PATH="))
+			search = spec + at + 5;
+		ptrs[np++] = spec + at;
+		at += slen(spec + at) + 1;
+	}
+	if (at >= len)
+		bad_spec("malformed command");
+	at++; /* the empty string */
+	ptrs[np++] = 0;
+	args = ptrs + np + 1; /* one free slot before argv */
+	np++;
+	while (at < len) {
+		if (np >= ENVSHIM_STRINGS_MAX + 2)
+			fail("(the command)", E_2BIG);
+		ptrs[np++] = spec + at;
+		at += slen(spec + at) + 1;
+	}
+	ptrs[np] = 0;
+	if (args[0] == 0 || args[0][0] == '\0')
+		bad_spec("malformed command");
+	long err = sys3(SYS_CHDIR_, (long)dir, 0, 0);
+	if (err < 0) {
+		say("reap: cannot enter the working folder '");
+		say(dir);
+		say("': ");
+		say(reason(-err));
+		say("\n");
+		leave(126);
+	}
+	exec_search(args, envp, search);
+}
+
 #if defined(ENVSHIM_HOSTED)
-extern char **environ;
 int main(int argc, char **argv)
 {
-	shim(argc, argv, environ);
+	shim(argc, argv);
 }
 #else
 /* sp: what the kernel left at the process's entry (argc, argv..., 0, envp..., 0). */
 __attribute__((used, noreturn)) void envshim_main(long *sp);
 __attribute__((used, noreturn)) void envshim_main(long *sp)
 {
-	char **argv = (char **)(sp + 1);
-	shim(sp[0], argv, argv + sp[0] + 1);
+	shim(sp[0], (char **)(sp + 1));
 }
 #endif
