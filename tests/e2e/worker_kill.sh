@@ -8,9 +8,10 @@
 # Generates a tiny workspace in a temp dir: six genrules that each sleep 3 s
 # and write a line, and one that concatenates them. reapd runs with
 # --lease-ttl 3000; worker w1 (2 slots) starts; `bazel build --jobs=4` runs
-# in the background. As soon as w1 has sandboxes (bwrap children) running,
-# w1 is killed with SIGKILL; its sandboxes must die with it
-# (--die-with-parent). A new worker w2 (a different name) starts, the
+# in the background. As soon as w1 runs actions (a genrule's sleep below
+# it: an idle worker has bwrap children too, the sandboxes it starts ahead
+# of its next actions), w1 is killed with SIGKILL; its sandboxes, running
+# and waiting, must die with it (--die-with-parent). A new worker w2 (a different name) starts, the
 # scheduler re-queues the lost leases once they expire, and the build must
 # succeed with every action executed remotely and correct outputs, in under
 # 3 minutes in all.
@@ -86,11 +87,11 @@ alive() {
     st=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
     [[ -n $st && $st != Z && $st != X ]]
 }
-# has_bwrap PID: some descendant of PID is a bwrap.
-has_bwrap() {
+# runs_action PID: some descendant of PID runs a genrule's command (sleep).
+runs_action() {
     local c
     for c in $(descendants "$1"); do
-        [[ $(cat "/proc/$c/comm" 2>/dev/null) == bwrap ]] && return 0
+        [[ $(cat "/proc/$c/comm" 2>/dev/null) == sleep ]] && return 0
     done
     return 1
 }
@@ -107,7 +108,7 @@ BUILD_PID=$!
 
 # ---- wait until w1 runs actions, then kill -9 it ---------------------------
 deadline=$((SECONDS + 90))
-until has_bwrap "$W1_PID"; do
+until runs_action "$W1_PID"; do
     [[ -f $TMP/build.rc ]] && { BZ_RC=$(cat "$TMP/build.rc"); bz_show "$TMP/build.log";
         fail "the build ended before w1 ran any action"; }
     kill -0 "$W1_PID" 2>/dev/null || fail "w1 died by itself"
@@ -150,7 +151,7 @@ start_worker w2 2
 W2_PID=$WORKER_PID
 w2_ran=0
 while [[ ! -f $TMP/build.rc ]]; do
-    if ((w2_ran == 0)) && has_bwrap "$W2_PID"; then
+    if ((w2_ran == 0)) && runs_action "$W2_PID"; then
         w2_ran=1
         log "w2 is running actions ($((SECONDS - T_KILL))s after the kill)"
     fi

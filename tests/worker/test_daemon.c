@@ -75,6 +75,30 @@ typedef struct action {
 	char ahex[65], chex[65], rhex[65], fhex[65];
 } action_t;
 
+/* A second platform property for the next action made, e.g. a "reap-" sandbox request. */
+static const char *extra_prop[2];
+
+/* An action's platform: OSFamily=Linux, and extra_prop (then cleared) when set. */
+static RE(Platform) *platform(RE(Platform) *pl, RE(Platform__Property) props[2],
+			      RE(Platform__Property) *propp[2])
+{
+	props[0] = (RE(Platform__Property))RE_INIT(PLATFORM__PROPERTY);
+	props[0].name = (char *)"OSFamily";
+	props[0].value = (char *)"Linux";
+	propp[0] = &props[0];
+	pl->n_properties = 1;
+	pl->properties = propp;
+	if (extra_prop[0] != NULL) { /* sorted after OSFamily */
+		props[1] = (RE(Platform__Property))RE_INIT(PLATFORM__PROPERTY);
+		props[1].name = (char *)extra_prop[0];
+		props[1].value = (char *)extra_prop[1];
+		propp[1] = &props[1];
+		pl->n_properties = 2;
+		extra_prop[0] = NULL;
+	}
+	return pl;
+}
+
 /* An action running sh -c script with in.txt = input (uploaded unless skip_input). */
 static void make(action_t *a, const char *script, const char *input, bool skip_input,
 		 int timeout_s, const char *out_path)
@@ -85,7 +109,7 @@ static void make(action_t *a, const char *script, const char *input, bool skip_i
 	RE(Directory) dir = RE_INIT(DIRECTORY);
 	RE(FileNode) fn = RE_INIT(FILE_NODE), *fnp = &fn;
 	RE(Platform) pl = RE_INIT(PLATFORM);
-	RE(Platform__Property) pp = RE_INIT(PLATFORM__PROPERTY), *ppp = &pp;
+	RE(Platform__Property) props[2], *propp[2];
 	Google__Protobuf__Duration to = GOOGLE__PROTOBUF__DURATION__INIT;
 	char *args[] = {(char *)"sh", (char *)"-c", (char *)script};
 	char *outs[] = {(char *)out_path};
@@ -121,11 +145,7 @@ static void make(action_t *a, const char *script, const char *input, bool skip_i
 	to.seconds = timeout_s;
 	if (timeout_s > 0)
 		act.timeout = &to;
-	pp.name = (char *)"OSFamily";
-	pp.value = (char *)"Linux";
-	pl.n_properties = 1;
-	pl.properties = &ppp;
-	act.platform = &pl;
+	act.platform = platform(&pl, props, propp);
 	n = build__bazel__remote__execution__v2__action__pack(&act, buf);
 	put(buf, n, &a->ad, a->ahex);
 }
@@ -224,7 +244,7 @@ Test(daemon, empty_root_and_large_command)
 	RE(Command__EnvironmentVariable) ev[2], *evp[2] = {&ev[0], &ev[1]};
 	RE(Action) act = RE_INIT(ACTION);
 	RE(Platform) pl = RE_INIT(PLATFORM);
-	RE(Platform__Property) pp = RE_INIT(PLATFORM__PROPERTY), *ppp = &pp;
+	RE(Platform__Property) props[2], *propp[2];
 	char *args[] = {(char *)"sh", (char *)"-c", (char *)"echo ${#BIG}"};
 	static char big[40001];
 	static uint8_t buf[65536];
@@ -250,11 +270,7 @@ Test(daemon, empty_root_and_large_command)
 	a.rd.hash = a.rhex;
 	act.command_digest = &a.cd;
 	act.input_root_digest = &a.rd;
-	pp.name = (char *)"OSFamily";
-	pp.value = (char *)"Linux";
-	pl.n_properties = 1;
-	pl.properties = &ppp;
-	act.platform = &pl;
+	act.platform = platform(&pl, props, propp);
 	n = build__bazel__remote__execution__v2__action__pack(&act, buf);
 	put(buf, n, &a.ad, a.ahex);
 	RE(ExecuteResponse) *r = execute(&a);
@@ -359,8 +375,51 @@ Test(daemon, parallel_slots)
 	expect_blob(rb->result->stdout_digest, "b\n");
 	protobuf_c_message_free_unpacked(&ra->base, NULL);
 	protobuf_c_message_free_unpacked(&rb->base, NULL);
-	/* exec roots are gone */
-	char cmd[256];
-	snprintf(cmd, sizeof(cmd), "test -z \"$(ls -A %s)\"", work);
+	/*
+	 * exec roots are gone: what is left is the idle slots' sandboxes started
+	 * ahead of their next action, whose exec roots are still empty
+	 */
+	char cmd[512];
+	snprintf(cmd, sizeof(cmd), "test -z \"$(ls -A %s | grep -v '^lease-\\.next-')\"", work);
 	cr_assert_eq(system(cmd), 0, "work dir not empty");
+	snprintf(cmd, sizeof(cmd),
+		 "test -z \"$(find %s/lease-.next-*/root -mindepth 1 2>/dev/null)\"", work);
+	cr_assert_eq(system(cmd), 0, "a waiting sandbox's exec root is not empty");
+}
+
+/*
+ * An idle slot keeps a sandbox started ahead with the worker's own
+ * settings; an action that narrows them must not run in it. The process
+ * limit shows which sandbox ran the command: none set (this process's own
+ * limit, inherited) or the action's reap-limit-pids (plus bwrap's slack).
+ */
+Test(daemon, narrowed_sandbox_is_not_the_one_started_ahead)
+{
+	const char *script = "grep 'Max processes' /proc/self/limits | tr -s ' ' | cut -d' ' -f3";
+	char own[64], mine[128];
+	FILE *f = popen(script, "r");
+	cr_assert_not_null(f);
+	cr_assert_not_null(fgets(own, sizeof(own), f));
+	pclose(f);
+	action_t a, b;
+	make(&a, script, "x\n", false, 10, NULL);
+	extra_prop[0] = "reap-limit-pids";
+	extra_prop[1] = "50";
+	make(&b, script, "y\n", false, 10, NULL);
+	snprintf(mine, sizeof(mine), "%s", geteuid() == 0 ? "58\n" : own); /* 50 + 8 as root */
+	for (int i = 0; i < 2; i++) { /* the second time both slots have one waiting */
+		RE(ExecuteResponse) *ra = execute(&a), *rb = execute(&b);
+		cr_assert_eq(code_of(ra), 0, "%s", ra->status ? ra->status->message : "");
+		cr_assert_eq(code_of(rb), 0, "%s", rb->status ? rb->status->message : "");
+		expect_blob(ra->result->stdout_digest, own);
+		cr_assert_not_null(rb->result->stdout_digest);
+		if (geteuid() == 0)
+			expect_blob(rb->result->stdout_digest, mine);
+		char hex[65];
+		th_digest(own, strlen(own), hex);
+		cr_assert_str_neq(rb->result->stdout_digest->hash, hex,
+				  "the narrowed action ran without its process limit");
+		protobuf_c_message_free_unpacked(&ra->base, NULL);
+		protobuf_c_message_free_unpacked(&rb->base, NULL);
+	}
 }
