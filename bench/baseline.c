@@ -320,12 +320,23 @@ void bench_compare(const bench_ctx_t *c, bench_result_t *r)
 			snprintf(r->vs, sizeof(r->vs), "n/a (%s)", !ok ? "no result" : "bwrap not measured");
 			return;
 		}
-		r->ratio = r->p50_ms - (r->floor_ms > 0 ? r->floor_ms : c->base.bwrap_p50_ms);
+	{
+		/*
+		 * The lower (stricter) of the floor and the separate baseline: a
+		 * server that starts sandboxes ahead of their actions (reap does)
+		 * builds its next one while the floor is spawned, which slows the
+		 * floor, not the action.
+		 */
+		double sep = c->base.bwrap_p50_ms;
+		bool use_floor = r->floor_ms > 0 && r->floor_ms < sep;
+		const char *which = use_floor ? " (interleaved floor)"
+				    : r->floor_ms > 0 ? " (baseline, below the floor)" : "";
+		r->ratio = r->p50_ms - (use_floor ? r->floor_ms : sep);
 		r->cmp_ok = true;
 		snprintf(r->vs, sizeof(r->vs), "p50 = bwrap p50%s %+.2f ms (target <= +%.0f ms: %s)",
-			 r->floor_ms > 0 ? " (interleaved)" : "", r->ratio, r->goal,
-			 r->ratio <= r->goal ? "met" : "NOT met");
+			 which, r->ratio, r->goal, r->ratio <= r->goal ? "met" : "NOT met");
 		return;
+	}
 	case BENCH_CMP_RSS:
 		if (!ok || r->rss_mib < 0) {
 			snprintf(r->vs, sizeof(r->vs), "peak RSS n/a (%s; target %.1f MiB)",
