@@ -330,25 +330,6 @@ Test(bytestream, zstd_write_and_read)
 
 /* ---- hand-encoded WriteRequests: the server decodes them itself ---- */
 
-static size_t put_varint(uint8_t *p, uint64_t v)
-{
-	size_t n = 0;
-	while (v >= 0x80) {
-		p[n++] = (uint8_t)(v | 0x80);
-		v >>= 7;
-	}
-	p[n++] = (uint8_t)v;
-	return n;
-}
-
-static size_t put_bytes(uint8_t *p, int field, const void *data, size_t len)
-{
-	size_t n = put_varint(p, (uint64_t)field << 3 | 2);
-	n += put_varint(p + n, len);
-	memcpy(p + n, data, len);
-	return n + len;
-}
-
 /* Send raw messages (each msgs[i] of lens[i] bytes); returns the final status. */
 static int write_raw(uint8_t *const *msgs, const size_t *lens, int n, long long *committed)
 {
@@ -384,26 +365,26 @@ Test(bytestream, raw_fields_unknown_repeated_and_split)
 	snprintf(name, sizeof(name), "uploads/raw1/blobs/%s/1000", hex);
 	/* data first (fields in any order), an unknown varint, the data again:
 	 * the last occurrence wins, as in protobuf */
-	n1 += put_bytes(m1 + n1, 10, junk, sizeof(junk));
-	n1 += put_varint(m1 + n1, 15 << 3 | 0);
-	n1 += put_varint(m1 + n1, 123456789);
-	n1 += put_bytes(m1 + n1, 1, name, strlen(name));
-	n1 += put_bytes(m1 + n1, 10, data, 600);
+	n1 += th_put_bytes(m1 + n1, 10, junk, sizeof(junk));
+	n1 += th_put_varint(m1 + n1, 15 << 3 | 0);
+	n1 += th_put_varint(m1 + n1, 123456789);
+	n1 += th_put_bytes(m1 + n1, 1, name, strlen(name));
+	n1 += th_put_bytes(m1 + n1, 10, data, 600);
 	/* offset 600, finish_write as a two-byte varint, an
 	 * unknown fixed32 and fixed64, an empty resource name */
 	m2[n2++] = 2 << 3 | 0;
-	n2 += put_varint(m2 + n2, 600);
+	n2 += th_put_varint(m2 + n2, 600);
 	m2[n2++] = 3 << 3 | 0;
 	m2[n2++] = 0x81; /* bool true as a two-byte varint */
 	m2[n2++] = 0x00;
-	n2 += put_varint(m2 + n2, 20 << 3 | 5);
+	n2 += th_put_varint(m2 + n2, 20 << 3 | 5);
 	memcpy(m2 + n2, "abcd", 4);
 	n2 += 4;
-	n2 += put_varint(m2 + n2, 21 << 3 | 1);
+	n2 += th_put_varint(m2 + n2, 21 << 3 | 1);
 	memcpy(m2 + n2, "abcdefgh", 8);
 	n2 += 8;
-	n2 += put_bytes(m2 + n2, 1, "", 0);
-	n2 += put_bytes(m2 + n2, 10, data + 600, 400);
+	n2 += th_put_bytes(m2 + n2, 1, "", 0);
+	n2 += th_put_bytes(m2 + n2, 10, data + 600, 400);
 	uint8_t *msgs[] = {m1, m2};
 	size_t lens[] = {n1, n2};
 	cr_assert_eq(write_raw(msgs, lens, 2, &committed), 0);
@@ -415,9 +396,9 @@ Test(bytestream, raw_fields_unknown_repeated_and_split)
 	th_fill(data, sizeof(data), 32);
 	th_digest(data, sizeof(data), hex);
 	snprintf(name, sizeof(name), "uploads/raw2/blobs/%s/1000", hex);
-	nb = put_bytes(bad, 1, "x", 1);
+	nb = th_put_bytes(bad, 1, "x", 1);
 	bad[nb++] = 10 << 3 | 2;
-	nb += put_varint(bad + nb, 1000);
+	nb += th_put_varint(bad + nb, 1000);
 	memcpy(bad + nb, "short", 5);
 	nb += 5;
 	uint8_t *one[] = {bad};
@@ -427,21 +408,21 @@ Test(bytestream, raw_fields_unknown_repeated_and_split)
 	uint8_t *g[] = {grp};
 	size_t glen[] = {sizeof(grp)};
 	cr_assert_eq(write_raw(g, glen, 1, NULL), GRPC_STATUS_INVALID_ARGUMENT);
-	n1 = put_bytes(m1, 1, name, strlen(name));
-	n1 += put_bytes(m1 + n1, 2, "\x01", 1); /* write_offset as bytes */
-	n1 += put_bytes(m1 + n1, 10, data, sizeof(data));
+	n1 = th_put_bytes(m1, 1, name, strlen(name));
+	n1 += th_put_bytes(m1 + n1, 2, "\x01", 1); /* write_offset as bytes */
+	n1 += th_put_bytes(m1 + n1, 10, data, sizeof(data));
 	lens[0] = n1;
 	cr_assert_eq(write_raw(msgs, lens, 1, NULL), GRPC_STATUS_INVALID_ARGUMENT);
 	cr_assert_not(present(hex, 1000));
 	/* the same bytes, well-formed and in several messages, are accepted */
-	n1 = put_bytes(m1, 1, name, strlen(name));
-	n1 += put_bytes(m1 + n1, 10, data, 10);
+	n1 = th_put_bytes(m1, 1, name, strlen(name));
+	n1 += th_put_bytes(m1 + n1, 10, data, 10);
 	n2 = 0;
 	m2[n2++] = 2 << 3 | 0;
-	n2 += put_varint(m2 + n2, 10);
+	n2 += th_put_varint(m2 + n2, 10);
 	m2[n2++] = 3 << 3 | 0;
 	m2[n2++] = 1;
-	n2 += put_bytes(m2 + n2, 10, data + 10, 990);
+	n2 += th_put_bytes(m2 + n2, 10, data + 10, 990);
 	lens[0] = n1;
 	lens[1] = n2;
 	cr_assert_eq(write_raw(msgs, lens, 2, &committed), 0);

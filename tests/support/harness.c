@@ -159,6 +159,25 @@ char *th_read_file(const char *path, char *buf, size_t cap)
 	return buf;
 }
 
+size_t th_put_varint(uint8_t *p, uint64_t v)
+{
+	size_t n = 0;
+	while (v >= 0x80) {
+		p[n++] = (uint8_t)(v | 0x80);
+		v >>= 7;
+	}
+	p[n++] = (uint8_t)v;
+	return n;
+}
+
+size_t th_put_bytes(uint8_t *p, uint32_t field, const void *data, size_t len)
+{
+	size_t n = th_put_varint(p, (uint64_t)field << 3 | 2);
+	n += th_put_varint(p + n, len);
+	memcpy(p + n, data, len);
+	return n + len;
+}
+
 void th_write_file(const char *path, const char *text)
 {
 	FILE *f = fopen(path, "w");

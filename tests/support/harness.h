@@ -67,6 +67,10 @@ void th_fill(void *buf, size_t len, unsigned seed);
 char *th_read_file(const char *path, char *buf, size_t cap);
 /** Create (or truncate) file path holding text; the test fails when it cannot. */
 void th_write_file(const char *path, const char *text);
+/** Hand-encoded protobuf: a varint at p; its length. */
+size_t th_put_varint(uint8_t *p, uint64_t v);
+/** Hand-encoded protobuf: field of wire type 2 (length-delimited) holding data at p; its length. */
+size_t th_put_bytes(uint8_t *p, uint32_t field, const void *data, size_t len);
 /** Hex digest of data into hex (65 bytes) and its size. */
 void th_digest(const void *data, size_t len, char hex[65]);
 
