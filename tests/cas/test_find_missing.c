@@ -161,7 +161,8 @@ Test(find_missing, malformed_requests_refused)
 		{"digest function as bytes", {0x1a, 0x01, 0x01}, 3},
 		{"a group", {0x0b}, 1},
 		{"wire type 7", {0x0f}, 1},
-		{"an 11-byte varint", {0x18, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01}, 12},
+		{"an 11-byte varint",
+		 {0x18, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01}, 12},
 		{"a tag cut short", {0x80}, 1},
 		{"hash as a varint inside a Digest", {0x12, 0x02, 0x08, 0x01}, 4},
 		{"size as bytes inside a Digest", {0x12, 0x03, 0x12, 0x01, 0x00}, 5},
@@ -185,7 +186,8 @@ Test(find_missing, malformed_requests_refused)
 	cr_assert_eq(fm_raw(m, n, &resp), 0);
 	protobuf_c_message_free_unpacked(&resp->base, NULL);
 	uint8_t upper[80];
-	size_t nu = th_put_bytes(upper, 1, "E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855", 64);
+	size_t nu = th_put_bytes(upper, 1,
+				 "E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855", 64);
 	n = th_put_bytes(m, 2, upper, nu);
 	cr_assert_eq(fm_raw(m, n, &resp), GRPC_STATUS_INVALID_ARGUMENT);
 	uint8_t neg[80];
