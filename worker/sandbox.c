@@ -65,15 +65,12 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -92,8 +89,6 @@
 #define FD_SLOTS WRK_SB_FD_SLOTS
 #define COPY_MAX ((off_t)1 << 20) /* ro_paths files up to this size are copied, not bound */
 #define STAGE_DIR WRK_SB_STAGE_DIR
-#define TICK_MS 20              /* how often *cancel is looked at */
-#define KILL_GRACE_MS 5000      /* outer bwrap must exit this soon after pid 1 died */
 #define MAX_WD 4096
 
 /* ---- argument vector ---- */
@@ -439,180 +434,11 @@ static void ensure_working_dir(const char *exec_root, const char *wd)
 		close(fd);
 }
 
-/* ---- process handling ---- */
-
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static int64_t real_ns(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static int pidfd_open_(pid_t pid)
-{
-	return (int)syscall(SYS_pidfd_open, pid, 0);
-}
-
-
-/* What we know about a running sandbox. */
-typedef struct running {
-	pid_t pid;     /* outer bwrap (leader of its process group) */
-	int pidfd;     /* of pid, or -1 (then we poll waitpid) */
-	int info;      /* read end of --info-fd, -1 once read */
-	char info_buf[1024];
-	size_t info_len;
-	int inner;     /* pidfd of the namespace's pid 1, or -1 */
-	pid_t inner_pid;
-	struct rusage ru; /* of the outer bwrap and everything it reaped */
-	wrk_watch_t watch;
-} running_t;
-
-/* The parent pid of pid from /proc, or -1. */
-static pid_t parent_of(pid_t pid)
-{
-	char path[64], buf[512];
-	ssize_t n;
-	int fd;
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
-		return -1;
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return -1;
-	buf[n] = '\0';
-	char *p = strrchr(buf, ')'); /* comm may hold anything but not after the last ')' */
-	int ppid;
-	if (p == NULL || sscanf(p + 1, " %*c %d", &ppid) != 1)
-		return -1;
-	return ppid;
-}
-
-/* Read what bwrap wrote to --info-fd; once "child-pid" is there, take a pidfd on it. */
-static void read_info(running_t *r)
-{
-	ssize_t n = read(r->info, r->info_buf + r->info_len, sizeof(r->info_buf) - 1 - r->info_len);
-	if (n < 0 && (errno == EAGAIN || errno == EINTR))
-		return;
-	if (n > 0) {
-		r->info_len += (size_t)n;
-		r->info_buf[r->info_len] = '\0';
-		if (strchr(r->info_buf, '}') == NULL && r->info_len < sizeof(r->info_buf) - 1)
-			return;
-	}
-	close(r->info);
-	r->info = -1;
-	const char *p = strstr(r->info_buf, "\"child-pid\":");
-	long child = p != NULL ? strtol(p + strlen("\"child-pid\":"), NULL, 10) : 0;
-	if (child <= 1)
-		return;
-	/* The pidfd pins the process; checking its parent after opening it rules out a reused pid. */
-	int fd = pidfd_open_((pid_t)child);
-	if (fd >= 0 && parent_of((pid_t)child) == r->pid) {
-		r->inner = fd;
-		r->inner_pid = (pid_t)child;
-		r->watch.init = (pid_t)child;
-	} else if (fd >= 0)
-		close(fd);
-}
-
-/* Reap the outer bwrap if it has exited: true then, with *status set. */
-static bool reaped(running_t *r, int *status)
-{
-	return wait4(r->pid, status, WNOHANG, &r->ru) == r->pid;
-}
-
-/* Kill the action's whole tree and reap the outer bwrap. */
-static void kill_tree(running_t *r, int *status)
-{
-	if (r->inner >= 0 && syscall(SYS_pidfd_send_signal, r->inner, SIGKILL, NULL, 0) == 0) {
-		/* pid 1 gone => namespace emptied => outer bwrap exits on its own */
-		int64_t until = mono_ms() + KILL_GRACE_MS;
-		while (mono_ms() < until) {
-			if (reaped(r, status))
-				return;
-			if (r->pidfd >= 0) {
-				struct pollfd p = {.fd = r->pidfd, .events = POLLIN};
-				poll(&p, 1, TICK_MS);
-			} else {
-				usleep(TICK_MS * 1000);
-			}
-		}
-		REAP_WARN("sandbox did not exit after its pid 1 was killed", "pid=%d", (int)r->pid);
-	}
-	kill(-r->pid, SIGKILL);
-	kill(r->pid, SIGKILL);
-	while (wait4(r->pid, status, 0, &r->ru) < 0 && errno == EINTR)
-		;
-}
-
-/*
- * bwrap may exit while the namespace's pid 1 is still tearing the
- * namespace down (the kernel kills and reaps every process in it before
- * pid 1 finishes exiting). Wait for pid 1 itself: once its pidfd reports
- * the exit, no process of the action is left. Bounded; SIGKILL if slow.
- */
-static void wait_namespace_empty(running_t *r)
-{
-	if (r->info >= 0)
-		read_info(r);
-	if (r->inner < 0)
-		return;
-	for (int i = 0; i < 2; i++) {
-		struct pollfd p = {.fd = r->inner, .events = POLLIN};
-		if (poll(&p, 1, 2000) > 0)
-			return;
-		syscall(SYS_pidfd_send_signal, r->inner, SIGKILL, NULL, 0);
-	}
-	REAP_WARN("sandbox namespace slow to empty", "%s", "");
-}
-
-/* Wait for the sandbox to end, the deadline (0 = none) or *cancel. Always reaps. */
-static void wait_run(running_t *r, int64_t deadline, volatile const bool *cancel,
-		     wrk_run_result_t *out, int *status)
-{
-	for (;;) {
-		struct pollfd p[2];
-		nfds_t n = 0;
-		int64_t left = deadline > 0 ? deadline - mono_ms() : TICK_MS;
-		int wait_ms = left < 0 ? 0 : left < TICK_MS ? (int)left : TICK_MS;
-
-		if (r->info >= 0)
-			p[n++] = (struct pollfd){.fd = r->info, .events = POLLIN};
-		if (r->pidfd >= 0)
-			p[n++] = (struct pollfd){.fd = r->pidfd, .events = POLLIN};
-		if (n > 0)
-			poll(p, n, wait_ms);
-		else
-			usleep((useconds_t)wait_ms * 1000);
-		if (r->info >= 0 && p[0].revents != 0)
-			read_info(r);
-		if (reaped(r, status))
-			return;
-		if (cancel != NULL && __atomic_load_n(cancel, __ATOMIC_ACQUIRE)) {
-			out->cancelled = true;
-			kill_tree(r, status);
-			return;
-		}
-		if (deadline > 0 && mono_ms() >= deadline) {
-			out->timed_out = true;
-			kill_tree(r, status);
-			return;
-		}
-		out->limit = wrk_watch_check(&r->watch, mono_ms(), out->limit_msg,
-					     sizeof(out->limit_msg));
-		if (out->limit != WRK_LIMIT_NONE) {
-			kill_tree(r, status);
-			return;
-		}
-	}
 }
 
 /* Tasks of this process (its threads count against the uid's RLIMIT_NPROC). */
@@ -639,7 +465,7 @@ static const char *const stage_what[] = {
 struct wrk_armed {
 	wrk_sandbox_config_t cfg; /* as armed (ro_paths and bwrap borrowed from the caller) */
 	char *exec_root;
-	running_t r;
+	wrk_running_t r;
 	int ctl;      /* our end of the command socket, -1 once sent */
 	int fo, fe;   /* the stdio files (the watchdog reads their sizes) */
 	bool drop;    /* root: the sandbox uid owns the exec root's folders */
@@ -676,7 +502,7 @@ int wrk_sandbox_arm(const wrk_sandbox_config_t *cfg, const char *exec_root,
 	*out = NULL;
 	if ((s = calloc(1, sizeof(*s))) == NULL)
 		return reap_errf(eb, REAP_E_NOMEM, "out of memory");
-	s->r = (running_t){.pid = -1, .pidfd = -1, .info = -1, .inner = -1};
+	s->r = (wrk_running_t){.pid = -1, .pidfd = -1, .info = -1, .inner = -1};
 	s->ctl = s->fo = s->fe = -1;
 	s->cfg = *cfg;
 	if ((s->exec_root = strdup(exec_root)) == NULL) {
@@ -763,7 +589,7 @@ int wrk_sandbox_arm(const wrk_sandbox_config_t *cfg, const char *exec_root,
 	info[0] = -1;
 	s->ctl = ctl[0];
 	ctl[0] = -1;
-	s->r.pidfd = pidfd_open_(s->r.pid);
+	s->r.pidfd = wrk_sb_pidfd(s->r.pid);
 	*out = s;
 	s = NULL;
 	err = REAP_OK;
@@ -806,7 +632,7 @@ bool wrk_sandbox_fits(const wrk_armed_t *s, const wrk_sandbox_config_t *cfg)
 bool wrk_sandbox_alive(wrk_armed_t *s)
 {
 	int status;
-	if (!s->gone && reaped(&s->r, &status))
+	if (!s->gone && wrk_sb_reaped(&s->r, &status))
 		s->gone = true;
 	return !s->gone;
 }
@@ -823,9 +649,9 @@ void wrk_sandbox_disarm(wrk_armed_t *s)
 	}
 	if (!s->gone && s->r.pid > 0) {
 		if (s->r.info >= 0)
-			read_info(&s->r); /* pid 1, when bwrap has told it already */
-		kill_tree(&s->r, &status);
-		wait_namespace_empty(&s->r);
+			wrk_sb_read_info(&s->r); /* pid 1, when bwrap has told it already */
+		wrk_sb_kill_tree(&s->r, &status);
+		wrk_sb_wait_namespace_empty(&s->r);
 	}
 	armed_free(s);
 }
@@ -848,7 +674,7 @@ static int send_spec(int fd, const char *p, size_t len)
 int wrk_sandbox_fire(wrk_armed_t *s, const WRK_RE(Command) *cmd, int64_t timeout_ms,
 		     volatile const bool *cancel, wrk_run_result_t *out, reap_errbuf_t *eb)
 {
-	running_t *r = &s->r;
+	wrk_running_t *r = &s->r;
 	char *spec = NULL;
 	size_t spec_len = 0;
 	int64_t disk_base = 0;
@@ -874,7 +700,7 @@ int wrk_sandbox_fire(wrk_armed_t *s, const WRK_RE(Command) *cmd, int64_t timeout
 		goto out;
 	}
 	out->start_ns = real_ns();
-	int64_t deadline = timeout_ms > 0 ? mono_ms() + timeout_ms : 0;
+	int64_t deadline = timeout_ms > 0 ? wrk_mono_ms() + timeout_ms : 0;
 	serr = send_spec(s->ctl, spec, spec_len);
 	close(s->ctl); /* the end of the spec */
 	s->ctl = -1;
@@ -883,9 +709,9 @@ int wrk_sandbox_fire(wrk_armed_t *s, const WRK_RE(Command) *cmd, int64_t timeout
 				strerror(serr));
 		goto out;
 	}
-	wait_run(r, deadline, cancel, out, &status);
+	wrk_sb_wait_run(r, deadline, cancel, out, &status);
 	s->gone = true; /* reaped */
-	wait_namespace_empty(r);
+	wrk_sb_wait_namespace_empty(r);
 	out->end_ns = real_ns();
 	out->exit_code = WIFEXITED(status) ? WEXITSTATUS(status)
 		       : WIFSIGNALED(status) ? 128 + WTERMSIG(status) : -1;

@@ -373,6 +373,39 @@ wrk_limit_kind_t wrk_watch_final(wrk_watch_t *w, int status, uint64_t cpu_ms, ch
 /* Cut stdout and stderr to output_bytes and append "reap: msg" to stderr. */
 void wrk_watch_report(wrk_watch_t *w, const char *msg);
 
+/* ---- a started sandbox until it ends (sandbox_wait.c) ---- */
+
+typedef struct wrk_running {
+	pid_t pid;     /* outer bwrap (leader of its process group) */
+	int pidfd;     /* of pid, or -1 (then waitpid is polled) */
+	int info;      /* read end of --info-fd, -1 once read */
+	char info_buf[1024];
+	size_t info_len;
+	int inner;     /* pidfd of the namespace's pid 1, or -1 */
+	pid_t inner_pid;
+	struct rusage ru; /* of the outer bwrap and everything it reaped */
+	wrk_watch_t watch;
+} wrk_running_t;
+
+/* pidfd_open(pid), or -1. */
+int wrk_sb_pidfd(pid_t pid);
+
+/* Read what bwrap wrote to --info-fd; once "child-pid" is there, take a pidfd on pid 1. */
+void wrk_sb_read_info(wrk_running_t *r);
+
+/* Reap the outer bwrap if it has exited: true then, with *status set. */
+bool wrk_sb_reaped(wrk_running_t *r, int *status);
+
+/* Kill the action's whole tree and reap the outer bwrap. */
+void wrk_sb_kill_tree(wrk_running_t *r, int *status);
+
+/* Wait (bounded) until pid 1 has exited: then no process of the action is left. */
+void wrk_sb_wait_namespace_empty(wrk_running_t *r);
+
+/* Wait for the sandbox to end, the deadline (monotonic ms, 0 = none) or *cancel. Always reaps. */
+void wrk_sb_wait_run(wrk_running_t *r, int64_t deadline, volatile const bool *cancel,
+		     wrk_run_result_t *out, int *status);
+
 /* ---- the daemon (daemon.c, worker.c) ---- */
 
 #include <pthread.h>
