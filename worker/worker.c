@@ -10,9 +10,9 @@
  * and the outputs, and report the ExecuteResponse with Complete. Then the
  * lease folder is removed (without following anything the action left).
  *
- * While an action runs, the slot's renew thread keeps its lease alive
- * (every third of the lease TTL); the thread is started with the slot's
- * first lease and kept, so a lease costs no thread creation. The scheduler may answer that the operation was
+ * While an action runs, the slot's renew thread (renew.c) keeps its lease
+ * alive (every third of the lease TTL); the thread is started with the
+ * slot's first lease and kept, so a lease costs no thread creation. The scheduler may answer that the operation was
  * cancelled: the action is killed and completed with CANCELLED. When the
  * lease is lost (NOT_FOUND, or no successful renew for a whole TTL), the
  * action is killed and dropped without Complete: the scheduler has already
@@ -73,19 +73,6 @@
 #define MAX_VIOLATIONS 10000
 #define PRECONDITION_URL "type.googleapis.com/google.rpc.PreconditionFailure"
 
-/* One leased action. */
-typedef struct lease_run {
-	slot_t *slot;
-	const Reap__V1__Lease *lease;
-	int64_t ttl_ms;
-	bool renewing;         /* handed to the slot's renew thread */
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	bool done;             /* under mu: the renewer should stop */
-	bool lost;             /* atomic: the lease is gone, do not Complete */
-	bool server_cancelled; /* atomic: Renew said the operation was cancelled */
-	char dir[PATH_MAX], root[PATH_MAX + 8], out_path[PATH_MAX + 8], err_path[PATH_MAX + 8];
-} lease_run_t;
 
 /* The ExecuteResponse being built, and what its pointers point to. */
 typedef struct outcome {
@@ -103,6 +90,19 @@ typedef struct outcome {
 enum { TS_START, TS_FETCH0, TS_FETCH1, TS_EXEC0, TS_EXEC1, TS_UP0, TS_UP1, TS_DONE };
 
 /* ---- small helpers ---- */
+
+struct timespec wrk_realtime_in(int64_t ms)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_REALTIME, &t);
+	t.tv_sec += ms / 1000;
+	t.tv_nsec += (ms % 1000) * 1000000;
+	if (t.tv_nsec >= 1000000000) {
+		t.tv_sec++;
+		t.tv_nsec -= 1000000000;
+	}
+	return t;
+}
 
 int64_t wrk_mono_ms(void)
 {
@@ -143,14 +143,7 @@ static bool stopping(wrk_daemon_t *d)
 /* Sleep ms unless the daemon stops first; true when it is stopping. */
 static bool nap(wrk_daemon_t *d, int64_t ms)
 {
-	struct timespec until;
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_sec += ms / 1000;
-	until.tv_nsec += (ms % 1000) * 1000000;
-	if (until.tv_nsec >= 1000000000) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000;
-	}
+	struct timespec until = wrk_realtime_in(ms);
 	pthread_mutex_lock(&d->mu);
 	while (!d->stopping && pthread_cond_timedwait(&d->cv, &d->mu, &until) != ETIMEDOUT)
 		;
@@ -245,123 +238,6 @@ static void missing_blob(outcome_t *o, const reap_digest_t *d)
 	char name[WRK_BLOB_NAME_LEN], *p = name;
 	wrk_blob_name(d, name);
 	set_missing(o, &p, 1);
-}
-
-/* ---- lease renewal ---- */
-
-/* Renew lr until its owner says done or the lease is lost (runs on the slot's renew thread). */
-static void renew_lease(lease_run_t *lr)
-{
-	wrk_daemon_t *d = lr->slot->d;
-	int64_t every = lr->ttl_ms / 3 > 50 ? lr->ttl_ms / 3 : 50, last_ok = wrk_mono_ms();
-	Reap__V1__RenewRequest req = REAP__V1__RENEW_REQUEST__INIT;
-
-	req.lease_id = lr->lease->lease_id;
-	req.worker_name = (char *)d->cfg.name;
-	pthread_mutex_lock(&lr->mu);
-	while (!lr->done) {
-		struct timespec until;
-		clock_gettime(CLOCK_REALTIME, &until);
-		until.tv_sec += every / 1000;
-		until.tv_nsec += (every % 1000) * 1000000;
-		if (until.tv_nsec >= 1000000000) {
-			until.tv_sec++;
-			until.tv_nsec -= 1000000000;
-		}
-		if (pthread_cond_timedwait(&lr->cv, &lr->mu, &until) != ETIMEDOUT || lr->done)
-			continue;
-		pthread_mutex_unlock(&lr->mu);
-
-		Reap__V1__RenewResponse *resp = NULL;
-		rpc_status_t st;
-		int rc = rpc_unary(d->sched_ch, WQ "Renew", &req.base,
-				   &reap__v1__renew_response__descriptor, (ProtobufCMessage **)&resp,
-				   &st, (int)every);
-		bool gone = false;
-		if (rc == REAP_OK && st.code == 0) {
-			last_ok = wrk_mono_ms();
-			if (resp->cancelled && !__atomic_exchange_n(&lr->server_cancelled, true,
-								     __ATOMIC_ACQ_REL)) {
-				REAP_INFO("action cancelled", "lease=%s", lr->lease->lease_id);
-				__atomic_store_n(&lr->slot->cancel, true, __ATOMIC_RELEASE);
-			}
-		} else if (rc == REAP_OK && (st.code == GOOGLE__RPC__CODE__NOT_FOUND ||
-					     st.code == GOOGLE__RPC__CODE__PERMISSION_DENIED)) {
-			gone = true;
-		} else if (wrk_mono_ms() - last_ok > lr->ttl_ms) {
-			gone = true;
-		}
-		if (gone) {
-			REAP_WARN("lease lost; abandoning the action", "lease=%s code=%d msg=\"%s\"",
-				  lr->lease->lease_id, st.code, st.msg);
-			__atomic_store_n(&lr->lost, true, __ATOMIC_RELEASE);
-			__atomic_store_n(&lr->slot->cancel, true, __ATOMIC_RELEASE);
-		}
-		if (resp != NULL)
-			protobuf_c_message_free_unpacked(&resp->base, NULL);
-		rpc_status_destroy(&st);
-		pthread_mutex_lock(&lr->mu);
-		if (gone)
-			break;
-	}
-	pthread_mutex_unlock(&lr->mu);
-}
-
-/* The slot's renew thread: renews s->run whenever there is one, until the slot ends. */
-static void *renewer_main(void *arg)
-{
-	slot_t *s = arg;
-
-	pthread_mutex_lock(&s->rmu);
-	for (;;) {
-		while (s->run == NULL && !s->renewer_quit)
-			pthread_cond_wait(&s->rcv, &s->rmu);
-		if (s->run == NULL)
-			break;
-		lease_run_t *lr = s->run;
-		pthread_mutex_unlock(&s->rmu);
-		renew_lease(lr);
-		pthread_mutex_lock(&s->rmu);
-		s->run = NULL; /* the owner may free lr once it sees this */
-		pthread_cond_broadcast(&s->rcv);
-	}
-	pthread_mutex_unlock(&s->rmu);
-	return NULL;
-}
-
-/* Hand lr to the slot's renew thread (started on first use); false when there is none. */
-static bool renew_start(lease_run_t *lr)
-{
-	slot_t *s = lr->slot;
-
-	if (!s->renewer_started) {
-		if (pthread_create(&s->renewer, NULL, renewer_main, s) != 0)
-			return false;
-		s->renewer_started = true;
-	}
-	pthread_mutex_lock(&s->rmu);
-	s->run = lr;
-	pthread_cond_broadcast(&s->rcv);
-	pthread_mutex_unlock(&s->rmu);
-	return true;
-}
-
-/* Stop renewing lr and wait until the renew thread has let go of it. */
-static void renew_stop(lease_run_t *lr)
-{
-	slot_t *s = lr->slot;
-
-	if (!lr->renewing)
-		return;
-	pthread_mutex_lock(&lr->mu);
-	lr->done = true;
-	pthread_cond_signal(&lr->cv);
-	pthread_mutex_unlock(&lr->mu);
-	pthread_mutex_lock(&s->rmu);
-	while (s->run == lr)
-		pthread_cond_wait(&s->rcv, &s->rmu);
-	pthread_mutex_unlock(&s->rmu);
-	lr->renewing = false;
 }
 
 /* ---- one action ---- */
@@ -776,7 +652,7 @@ static void run_lease(slot_t *s, const Reap__V1__Lease *lease)
 	lr.ttl_ms = lease->lease_ttl_ms > 0 ? lease->lease_ttl_ms : DEFAULT_TTL_MS;
 	pthread_mutex_init(&lr.mu, NULL);
 	pthread_cond_init(&lr.cv, NULL);
-	lr.renewing = renew_start(&lr);
+	lr.renewing = wrk_renew_start(&lr);
 	if (!lr.renewing)
 		REAP_WARN("cannot start the renew thread", "lease=%s", lease->lease_id);
 	REAP_INFO("action started", "lease=%s operation=%s instance=\"%s\"", lease->lease_id,
@@ -801,7 +677,7 @@ static void run_lease(slot_t *s, const Reap__V1__Lease *lease)
 	} else { /* finished (even if a stop came meanwhile): report it */
 		complete(&lr, &o);
 	}
-	renew_stop(&lr);
+	wrk_renew_stop(&lr);
 	pthread_mutex_destroy(&lr.mu);
 	pthread_cond_destroy(&lr.cv);
 	o.ar.execution_metadata = NULL;
@@ -862,14 +738,7 @@ void *wrk_slot_main(void *arg)
 			protobuf_c_message_free_unpacked(&resp->base, NULL);
 	}
 	slot_disarm(s);
-	if (s->renewer_started) {
-		pthread_mutex_lock(&s->rmu);
-		s->renewer_quit = true;
-		pthread_cond_broadcast(&s->rcv);
-		pthread_mutex_unlock(&s->rmu);
-		pthread_join(s->renewer, NULL);
-		s->renewer_started = false;
-	}
+	wrk_renew_end(s);
 	pthread_cond_destroy(&s->rcv);
 	pthread_mutex_destroy(&s->rmu);
 	return NULL;

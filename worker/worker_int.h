@@ -22,7 +22,9 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <time.h>
 
+#include "reap/v1/worker.pb-c.h"
 #include "worker/worker.h"
 
 #ifndef WRK_RE_FN
@@ -431,6 +433,29 @@ typedef struct slot {
 	int64_t arm_retry_ms;   /* after a failed start, no new one before this (monotonic) */
 } slot_t;
 
+/* One leased action (worker.c; renewed by renew.c). */
+typedef struct lease_run {
+	slot_t *slot;
+	const Reap__V1__Lease *lease;
+	int64_t ttl_ms;
+	bool renewing;         /* handed to the slot's renew thread */
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool done;             /* under mu: the renewer should stop */
+	bool lost;             /* atomic: the lease is gone, do not Complete */
+	bool server_cancelled; /* atomic: Renew said the operation was cancelled */
+	char dir[PATH_MAX], root[PATH_MAX + 8], out_path[PATH_MAX + 8], err_path[PATH_MAX + 8];
+} lease_run_t;
+
+/* Hand lr to the slot's renew thread (started on first use); false when there is none. */
+bool wrk_renew_start(lease_run_t *lr);
+
+/* Stop renewing lr and wait until the renew thread has let go of it. */
+void wrk_renew_stop(lease_run_t *lr);
+
+/* End the slot's renew thread, if it was started (the slot is ending). */
+void wrk_renew_end(slot_t *s);
+
 struct wrk_daemon {
 	wrk_config_t cfg; /* strings point into strs */
 	char **strs;      /* every string copied from the caller's config */
@@ -452,6 +477,9 @@ struct wrk_daemon {
 
 /* Milliseconds on the monotonic clock (worker.c). */
 int64_t wrk_mono_ms(void);
+
+/* CLOCK_REALTIME ms from now, for pthread_cond_timedwait. */
+struct timespec wrk_realtime_in(int64_t ms);
 
 /* A slot thread: poll for leases and run them until the daemon stops (worker.c). */
 void *wrk_slot_main(void *arg);
