@@ -118,15 +118,25 @@ static char *slurp(const char *path)
 	return th_read_file(path, buf, sizeof(buf));
 }
 
+/* Run argv in wd with env (30 s); expect it to start and exit 0; its stdout, the result in *res. */
+static char *run_ok(const char *wd, const char *const *env, const char *const *argv,
+		    wrk_run_result_t *res)
+{
+	size_t last = 0;
+	while (argv[last + 1] != NULL)
+		last++;
+	cr_assert_eq(run(wd, env, argv, 30000, NULL, res), REAP_OK);
+	cr_assert_eq(res->exit_code, 0, "%s ... '%s' exited %d: %s", argv[0], argv[last],
+		     res->exit_code, slurp(err_path));
+	return slurp(out_path);
+}
+
 /* Run script with shell (-c) and std_env; expect exit 0 and return stdout. */
 static char *shell_ok(const char *shell, const char *script)
 {
 	const char *argv[] = {shell, "-c", script, NULL};
 	wrk_run_result_t res;
-	cr_assert_eq(run("", std_env, argv, 30000, NULL, &res), REAP_OK);
-	cr_assert_eq(res.exit_code, 0, "'%s' exited %d: %s", script, res.exit_code,
-		     slurp(err_path));
-	return slurp(out_path);
+	return run_ok("", std_env, argv, &res);
 }
 
 __attribute__((unused)) static char *sh_ok(const char *script)

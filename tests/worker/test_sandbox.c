@@ -12,9 +12,7 @@ Test(sandbox, exact_environment)
 	const char *env[] = {"PATH=/usr/bin", "GREETING=hello world", NULL};
 	const char *argv[] = {"env", NULL};
 	wrk_run_result_t res;
-	cr_assert_eq(run("", env, argv, 30000, NULL, &res), REAP_OK);
-	cr_assert_eq(res.exit_code, 0, "stderr: %s", slurp(err_path));
-	cr_assert_str_eq(slurp(out_path), "PATH=/usr/bin\nGREETING=hello world\n");
+	cr_assert_str_eq(run_ok("", env, argv, &res), "PATH=/usr/bin\nGREETING=hello world\n");
 	cr_assert(!res.timed_out && !res.cancelled);
 	cr_assert(res.start_ns > 0 && res.end_ns >= res.start_ns);
 }
@@ -32,9 +30,7 @@ Test(sandbox, empty_environment_and_echo)
 {
 	const char *argv[] = {"/usr/bin/echo", "hi", "there", NULL};
 	wrk_run_result_t res;
-	cr_assert_eq(run("", NULL, argv, 30000, NULL, &res), REAP_OK);
-	cr_assert_eq(res.exit_code, 0);
-	cr_assert_str_eq(slurp(out_path), "hi there\n");
+	cr_assert_str_eq(run_ok("", NULL, argv, &res), "hi there\n");
 	const char *argv2[] = {"/usr/bin/env", NULL};
 	cr_assert_eq(run("", NULL, argv2, 30000, NULL, &res), REAP_OK);
 	cr_assert_str_eq(slurp(out_path), "");
@@ -74,9 +70,7 @@ Test(sandbox, exact_environment_for_any_program_name)
 	const char *env[] = {"PATH=/usr/bin", NULL};
 	const char *argv[] = {"./a=b", NULL};
 	wrk_run_result_t res;
-	cr_assert_eq(run("", env, argv, 30000, NULL, &res), REAP_OK);
-	cr_assert_eq(res.exit_code, 0, "stderr: %s", slurp(err_path));
-	cr_assert_str_eq(slurp(out_path), "PATH=/usr/bin\n");
+	cr_assert_str_eq(run_ok("", env, argv, &res), "PATH=/usr/bin\n");
 }
 
 /* execvp's rules: a file without an interpreter line runs in /bin/sh; PATH's order holds. */
@@ -85,9 +79,7 @@ Test(sandbox, script_without_interpreter_line_runs_in_sh)
 	put("job", 0755, "echo ran \"$1\" in \"$(pwd)\"\n");
 	const char *argv[] = {"./job", "x y", NULL};
 	wrk_run_result_t res;
-	cr_assert_eq(run("", std_env, argv, 30000, NULL, &res), REAP_OK);
-	cr_assert_eq(res.exit_code, 0, "stderr: %s", slurp(err_path));
-	cr_assert_str_eq(slurp(out_path), "ran x y in /build\n");
+	cr_assert_str_eq(run_ok("", std_env, argv, &res), "ran x y in /build\n");
 
 	char dir[400];
 	snprintf(dir, sizeof(dir), "%s/bin1", root);
@@ -505,9 +497,7 @@ static char *probe_loopback(void)
 {
 	const char *argv[] = {"perl", "-e", LOOPBACK_PROBE, NULL};
 	wrk_run_result_t res;
-	cr_assert_eq(run("", std_env, argv, 30000, NULL, &res), REAP_OK);
-	cr_assert_eq(res.exit_code, 0, "stderr: %s", slurp(err_path));
-	return slurp(out_path);
+	return run_ok("", std_env, argv, &res);
 }
 
 Test(sandbox, network_none_and_loopback)

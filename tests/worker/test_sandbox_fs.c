@@ -21,9 +21,7 @@ Test(sandbox, working_directory)
 {
 	const char *argv[] = {"sh", "-c", "pwd; echo made > here.txt", NULL};
 	wrk_run_result_t res;
-	cr_assert_eq(run("a/b", std_env, argv, 30000, NULL, &res), REAP_OK);
-	cr_assert_eq(res.exit_code, 0, "stderr: %s", slurp(err_path));
-	cr_assert_str_eq(slurp(out_path), "/build/a/b\n");
+	cr_assert_str_eq(run_ok("a/b", std_env, argv, &res), "/build/a/b\n");
 	char p[400];
 	snprintf(p, sizeof(p), "%s/a/b/here.txt", root);
 	cr_assert_str_eq(slurp(p), "made\n");
@@ -66,9 +64,7 @@ Test(sandbox, writes_only_inside_the_exec_root)
 			      "echo inside > /build/inside.txt; mkdir -p /build/d/e; touch /build/d/e/f",
 			      NULL};
 	wrk_run_result_t res;
-	cr_assert_eq(run("", std_env, argv, 30000, NULL, &res), REAP_OK);
-	cr_assert_eq(res.exit_code, 0, "stderr: %s", slurp(err_path));
-	cr_assert_str_eq(slurp(out_path), "");
+	cr_assert_str_eq(run_ok("", std_env, argv, &res), "");
 	char p[400];
 	snprintf(p, sizeof(p), "%s/inside.txt", root);
 	cr_assert_str_eq(slurp(p), "inside\n");
